@@ -1,0 +1,215 @@
+"""The config schema: every field, its default, and the values it may take.
+
+`configs/*.py` start from `default_config()` and change what their size needs,
+so every run has the same fields and any of them can be overridden with
+`--config.section.field=value`. `validate()` runs before anything is compiled
+or read and turns a bad value into one `ConfigError` naming the field.
+"""
+
+import math
+from typing import Any, Callable
+
+import ml_collections
+from ml_collections import config_dict
+
+from electra_jax.errors import ConfigError
+
+DTYPES = ("float32", "bfloat16")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """ELECTRA-Small with the paper's pre-training hyperparameters."""
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.vocab_size = 30522
+  c.model.embedding_size = 128
+  c.model.hidden_size = 256
+  c.model.num_layers = 12
+  c.model.num_heads = 4
+  c.model.intermediate_size = 1024
+  # The generator is the discriminator scaled down: this fraction of its
+  # hidden size, FFN size and heads (ELECTRA.md: 1/4 Small, 1/3 Base, 1/4 Large).
+  c.model.generator_size = 0.25
+  c.model.generator_layers = 1.0  # fraction of the discriminator's layers
+  c.model.max_position_embeddings = 512
+  c.model.type_vocab_size = 2
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
+  c.model.initializer_range = 0.02
+  c.model.layer_norm_eps = 1e-12
+  c.model.dtype = "float32"  # compute dtype; parameters stay float32
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.mask_rate = 0.15
+  c.objective.mask_token_prob = 0.85  # the rest of the picked tokens stay as they are
+  # Unset: int((mask_rate + 0.005) * max_seq_length), as the original code.
+  c.objective.max_predictions_per_seq = config_dict.placeholder(int)
+  c.objective.gen_weight = 1.0
+  c.objective.disc_weight = 50.0
+  c.objective.temperature = 1.0
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 5e-4
+  c.optim.warmup_steps = 10_000
+  c.optim.weight_decay = 0.01
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-6
+  c.optim.max_grad_norm = 1.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1_000_000
+  c.train.batch_size = 128
+  c.train.seed = 0
+  c.train.log_every = 100
+  c.train.eval_every = 10_000  # 0: evaluate only at the end
+  c.train.eval_batches = 20
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = ""  # empty: the built-in corpus (Python's own documentation)
+  c.data.max_seq_length = 128
+  c.data.lowercase = True
+  c.data.eval_fraction = 0.02  # share of documents held out for evaluation
+  c.data.tokenizer_sentences = 1_000_000  # lines sampled to train the tokenizer
+  c.data.single_segment_prob = 0.1
+  c.data.short_seq_prob = 0.05
+  return c
+
+
+def max_predictions_per_seq(config: ml_collections.ConfigDict) -> int:
+  """Masked positions per example: the config's value or the original's rule."""
+  if config.objective.max_predictions_per_seq is not None:
+    return config.objective.max_predictions_per_seq
+  rate = config.objective.mask_rate
+  return max(1, int((rate + 0.005) * config.data.max_seq_length))
+
+
+# ---------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------
+
+Rule = tuple[Callable[[Any], bool], str]
+
+_POSITIVE_INT: Rule = (lambda v: isinstance(v, int) and v > 0, "a positive integer")
+_NON_NEGATIVE_INT: Rule = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+_POSITIVE: Rule = (lambda v: v > 0 and math.isfinite(v), "a positive number")
+_NON_NEGATIVE: Rule = (lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+_PROBABILITY: Rule = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_OPEN_FRACTION: Rule = (lambda v: 0 < v < 1, "a number in (0, 1)")
+_FRACTION: Rule = (lambda v: 0 < v <= 1, "a number in (0, 1]")
+_BETA: Rule = (lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+_RULES: dict[str, Rule] = {
+    "model.vocab_size": (lambda v: isinstance(v, int) and v > 5,
+                         "an integer > 5 (the 5 special tokens plus text pieces)"),
+    "model.embedding_size": _POSITIVE_INT,
+    "model.hidden_size": _POSITIVE_INT,
+    "model.num_layers": _POSITIVE_INT,
+    "model.num_heads": _POSITIVE_INT,
+    "model.intermediate_size": _POSITIVE_INT,
+    "model.generator_size": _FRACTION,
+    "model.generator_layers": _FRACTION,
+    "model.max_position_embeddings": _POSITIVE_INT,
+    "model.type_vocab_size": (lambda v: isinstance(v, int) and v >= 2,
+                              "an integer >= 2 (segments A and B)"),
+    "model.dropout_rate": _BETA,
+    "model.attention_dropout_rate": _BETA,
+    "model.initializer_range": _POSITIVE,
+    "model.layer_norm_eps": _POSITIVE,
+    "model.dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
+    "objective.mask_rate": _OPEN_FRACTION,
+    "objective.mask_token_prob": _PROBABILITY,
+    "objective.max_predictions_per_seq": (lambda v: v is None or (isinstance(v, int) and v > 0),
+                                          "a positive integer, or unset"),
+    "objective.gen_weight": _NON_NEGATIVE,
+    "objective.disc_weight": _NON_NEGATIVE,
+    "objective.temperature": _POSITIVE,
+    "optim.learning_rate": _POSITIVE,
+    "optim.warmup_steps": _NON_NEGATIVE_INT,
+    "optim.weight_decay": _NON_NEGATIVE,
+    "optim.b1": _BETA,
+    "optim.b2": _BETA,
+    "optim.eps": _POSITIVE,
+    "optim.max_grad_norm": _POSITIVE,
+    "train.steps": _POSITIVE_INT,
+    "train.batch_size": _POSITIVE_INT,
+    "train.seed": _NON_NEGATIVE_INT,
+    "train.log_every": _POSITIVE_INT,
+    "train.eval_every": _NON_NEGATIVE_INT,
+    "train.eval_batches": _POSITIVE_INT,
+    "data.source": (lambda v: isinstance(v, str), "a string (empty for the built-in corpus)"),
+    "data.max_seq_length": (lambda v: isinstance(v, int) and v >= 8, "an integer >= 8"),
+    "data.lowercase": (lambda v: isinstance(v, bool), "True or False"),
+    "data.eval_fraction": _OPEN_FRACTION,
+    "data.tokenizer_sentences": _POSITIVE_INT,
+    "data.single_segment_prob": _PROBABILITY,
+    "data.short_seq_prob": _PROBABILITY,
+}
+
+
+def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update(_flatten(value, name + "."))
+    else:
+      flat[name] = value
+  return flat
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first unknown field or disallowed value."""
+  fields = _flatten(config)
+  for name in fields:
+    if name not in _RULES:
+      section = name.rsplit(".", 1)[0] + "." if "." in name else ""
+      known = sorted(n for n in _RULES if n.startswith(section)) or sorted(_RULES)
+      raise ConfigError(f"unknown config field '{name}'; known fields here: {', '.join(known)}")
+  for name, (allowed, description) in _RULES.items():
+    if name not in fields:
+      raise ConfigError(f"config field '{name}' is missing; build configs from "
+                        "electra_jax.config.default_config()")
+    value = fields[name]
+    try:
+      ok = allowed(value)
+    except TypeError:
+      ok = False
+    if not ok:
+      raise ConfigError(f"config field '{name}' = {value!r} is not allowed: must be {description}")
+  _validate_relations(config)
+
+
+def _validate_relations(config: ml_collections.ConfigDict) -> None:
+  m, d = config.model, config.data
+  if m.hidden_size % m.num_heads:
+    raise ConfigError(f"config field 'model.hidden_size' = {m.hidden_size} must be divisible "
+                      f"by 'model.num_heads' = {m.num_heads}")
+  generator = generator_dims(config)
+  if generator["hidden_size"] % generator["num_heads"]:
+    raise ConfigError(
+        f"config field 'model.generator_size' = {m.generator_size} gives a generator with "
+        f"hidden size {generator['hidden_size']} and {generator['num_heads']} heads, which do "
+        "not divide; choose a fraction that keeps hidden size divisible by heads")
+  if d.max_seq_length > m.max_position_embeddings:
+    raise ConfigError(f"config field 'data.max_seq_length' = {d.max_seq_length} exceeds "
+                      f"'model.max_position_embeddings' = {m.max_position_embeddings}")
+  if max_predictions_per_seq(config) > d.max_seq_length - 2:
+    raise ConfigError(f"config field 'objective.max_predictions_per_seq' = "
+                      f"{max_predictions_per_seq(config)} must be below "
+                      f"'data.max_seq_length' - 2 = {d.max_seq_length - 2}")
+  if config.optim.warmup_steps > config.train.steps:
+    raise ConfigError(f"config field 'optim.warmup_steps' = {config.optim.warmup_steps} "
+                      f"exceeds 'train.steps' = {config.train.steps}")
+
+
+def generator_dims(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """The generator's sizes: the discriminator's scaled by `model.generator_size`."""
+  m = config.model
+  return dict(
+      hidden_size=max(1, round(m.hidden_size * m.generator_size)),
+      intermediate_size=max(1, round(m.intermediate_size * m.generator_size)),
+      num_heads=max(1, round(m.num_heads * m.generator_size)),
+      num_layers=max(1, round(m.num_layers * m.generator_layers)),
+  )

@@ -1,0 +1,19 @@
+"""Writing files so that a crash or a full disk never leaves a half-written one."""
+
+import os
+import tempfile
+
+
+def atomic_write(path: str, data: bytes | str) -> None:
+  """Replaces `path` with `data` in one step: readers see the old file or the new one."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data.encode("utf-8") if isinstance(data, str) else data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise

@@ -1,0 +1,37 @@
+"""Packaging for electra_jax. `pip install -e .[test]` for development."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"',
+                    Path(__file__).with_name("electra_jax").joinpath("__init__.py").read_text())[1]
+
+setup(
+    name="electra_jax",
+    version=version,
+    description="Pre-train and fine-tune ELECTRA text encoders in JAX/Flax, from one CPU to a TPU pod.",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["electra_jax", "electra_jax.*"]),
+    install_requires=[
+        "jax>=0.4.35,<1",
+        "flax>=0.10,<1",
+        "optax>=0.2.5,<0.3",
+        "orbax-checkpoint>=0.10,<1",
+        "ml-collections>=1.0,<2",
+        "sentencepiece>=0.2,<0.3",
+        "absl-py>=2.0,<3",
+        "numpy>=1.26,<3",
+        # TensorBoard event files without TensorFlow (a few hundred kB, pure Python).
+        "tensorboardX>=2.6,<3",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10"],
+        # Filled by the issues that need them: "hf" (torch, transformers, safetensors)
+        # for the Hugging Face bridge, "tfds" (tensorflow-datasets) for TFDS sources.
+    },
+)

@@ -1,0 +1,76 @@
+"""Config validation and the CLI's one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, load_config
+from electra_jax import config as config_lib
+from electra_jax.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base", "large"])
+def test_shipped_configs_are_valid(name):
+  config_lib.validate(load_config(name))
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("train.batch_size", 0, "'train.batch_size' = 0 is not allowed: must be a positive integer"),
+    ("objective.mask_rate", 1.5, "'objective.mask_rate' = 1.5"),
+    ("model.dtype", "float16", "must be one of float32, bfloat16"),
+    ("model.num_heads", 3, "'model.hidden_size' = 256 must be divisible by 'model.num_heads' = 3"),
+    ("data.max_seq_length", 1024, "exceeds 'model.max_position_embeddings' = 512"),
+])
+def test_bad_values_name_the_field(field, value, expected):
+  config = load_config("small")
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+    config_lib.validate(config)
+
+
+def test_unknown_field_in_a_config_file_is_named():
+  config = load_config("small")
+  config.unlock()
+  config.train.stepz = 3
+  with pytest.raises(ConfigError, match="unknown config field 'train.stepz'"):
+    config_lib.validate(config)
+
+
+def test_max_predictions_follows_the_original_rule():
+  config = load_config("small")
+  assert config_lib.max_predictions_per_seq(config) == 19
+  config.objective.max_predictions_per_seq = 7
+  assert config_lib.max_predictions_per_seq(config) == 7
+
+
+def run_train(*args, cwd=REPO):
+  return subprocess.run([sys.executable, "-m", "electra_jax.train", *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.train.stepz=3"], "unknown config field 'train.stepz' (did you mean 'steps'?)"),
+    (["--config.train.steps=abc"], "--config.train.steps=abc"),
+    (["--config.train.batch_size=-1"], "'train.batch_size' = -1 is not allowed"),
+])
+def test_cli_config_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
+  result = run_train("--config=configs/tiny.py", f"--workdir={tmp_path}", *args)
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1
+  assert list(tmp_path.iterdir()) == []  # nothing written before the config is valid
+
+
+def test_cli_missing_config_file(tmp_path):
+  result = run_train("--config=configs/nope.py", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert "configs/nope.py" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_help_explains_the_flags():
+  result = subprocess.run([sys.executable, "-m", "electra_jax.train", "--helpfull"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+  assert "--workdir" in result.stdout and "--config" in result.stdout
