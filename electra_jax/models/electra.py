@@ -1,0 +1,153 @@
+"""ELECTRA's generator and discriminator around one set of shared embeddings.
+
+The parameter tree makes the sharing explicit:
+
+  embeddings          word / position / token-type embeddings + LayerNorm (both)
+  generator           its projection and layers
+  generator_head      its MLM head (output tied to the word embeddings)
+  discriminator       its projection and layers
+  discriminator_head  its replaced-token-detection head
+
+Each network is a method applied with the full params:
+`model.apply({'params': p}, ..., method='generator_logits')`. A method reads only
+the parameters it needs, so the gradient of the discriminator loss is exactly
+zero on the generator's own parameters once its samples are stop-gradiented.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from electra_jax import config as config_lib
+from electra_jax.data.tokenizer import PAD_ID
+from electra_jax.models.encoder import (Encoder, EncoderSizes, ModelSettings, SharedEmbeddings,
+                                        gelu)
+
+
+class GeneratorHead(nn.Module):
+  """Dense to embedding size, GELU, LayerNorm; logits come from the tied embeddings."""
+
+  embedding_size: int
+  vocab_size: int
+  settings: ModelSettings
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, embeddings: SharedEmbeddings) -> jax.Array:
+    x = gelu(self.settings.dense(self.embedding_size, "dense")(hidden))
+    x = self.settings.layer_norm("layer_norm")(x).astype(self.settings.dtype)
+    output_bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,))
+    return embeddings.attend(x).astype(jnp.float32) + output_bias
+
+
+class DiscriminatorHead(nn.Module):
+  """Dense with GELU, then one logit per token: was this token replaced?"""
+
+  hidden_size: int
+  settings: ModelSettings
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array) -> jax.Array:
+    x = gelu(self.settings.dense(self.hidden_size, "dense")(hidden))
+    return self.settings.dense(1, "prediction")(x)[..., 0].astype(jnp.float32)
+
+
+class ElectraPretrainer(nn.Module):
+  """Generator + discriminator with shared embeddings, for pre-training."""
+
+  vocab_size: int
+  embedding_size: int
+  max_position_embeddings: int
+  type_vocab_size: int
+  generator_sizes: EncoderSizes
+  discriminator_sizes: EncoderSizes
+  settings: ModelSettings
+
+  def setup(self):
+    self.embeddings = SharedEmbeddings(self.vocab_size, self.embedding_size,
+                                       self.max_position_embeddings, self.type_vocab_size,
+                                       self.settings)
+    self.generator = Encoder(self.generator_sizes, self.settings)
+    self.generator_head = GeneratorHead(self.embedding_size, self.vocab_size, self.settings)
+    self.discriminator = Encoder(self.discriminator_sizes, self.settings)
+    self.discriminator_head = DiscriminatorHead(self.discriminator_sizes.hidden_size,
+                                                self.settings)
+
+  def generator_logits(self, input_ids: jax.Array, token_type_ids: jax.Array,
+                       positions: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Vocabulary logits [batch, predictions, vocab] at `positions` [batch, predictions].
+
+    The head runs only at the masked positions, never over the whole sequence:
+    the vocabulary projection is the generator's most expensive matmul.
+    """
+    attention_mask = input_ids != PAD_ID
+    embedded = self.embeddings(input_ids, token_type_ids, deterministic)
+    hidden = self.generator(embedded, attention_mask, deterministic)
+    at_positions = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+    return self.generator_head(at_positions, self.embeddings)
+
+  def discriminator_logits(self, input_ids: jax.Array, token_type_ids: jax.Array,
+                           deterministic: bool = True,
+                           attention_mask: jax.Array | None = None) -> jax.Array:
+    """One replaced-token logit per position [batch, length].
+
+    `attention_mask` (True for real tokens) defaults to the non-[PAD] ids; the
+    objective passes the original input's, since a generator may sample [PAD].
+    """
+    if attention_mask is None:
+      attention_mask = input_ids != PAD_ID
+    embedded = self.embeddings(input_ids, token_type_ids, deterministic)
+    hidden = self.discriminator(embedded, attention_mask, deterministic)
+    return self.discriminator_head(hidden)
+
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, positions: jax.Array,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    """Both networks on the same input; used to create all parameters at once."""
+    return (self.generator_logits(input_ids, token_type_ids, positions, deterministic),
+            self.discriminator_logits(input_ids, token_type_ids, deterministic))
+
+
+def build_pretrainer(config: ml_collections.ConfigDict) -> ElectraPretrainer:
+  """The model a config describes (sizes from `model.*`, generator scaled down)."""
+  m = config.model
+  settings = ModelSettings(dropout_rate=m.dropout_rate,
+                           attention_dropout_rate=m.attention_dropout_rate,
+                           initializer_range=m.initializer_range,
+                           layer_norm_eps=m.layer_norm_eps,
+                           dtype=jnp.dtype(m.dtype))
+  return ElectraPretrainer(
+      vocab_size=m.vocab_size,
+      embedding_size=m.embedding_size,
+      max_position_embeddings=m.max_position_embeddings,
+      type_vocab_size=m.type_vocab_size,
+      generator_sizes=EncoderSizes(**config_lib.generator_dims(config)),
+      discriminator_sizes=EncoderSizes(hidden_size=m.hidden_size, num_layers=m.num_layers,
+                                       num_heads=m.num_heads,
+                                       intermediate_size=m.intermediate_size),
+      settings=settings)
+
+
+def init_params(model: ElectraPretrainer, rng: jax.Array, seq_length: int,
+                num_predictions: int) -> dict:
+  """Fresh parameters; under `jax.eval_shape` this allocates nothing."""
+  ids = jnp.zeros((1, seq_length), jnp.int32)
+  positions = jnp.zeros((1, num_predictions), jnp.int32)
+  return model.init(rng, ids, ids, positions)["params"]
+
+
+def parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Parameter counts from the config alone (shapes only, no memory, no data).
+
+  `discriminator` includes the shared embeddings (it is the model users keep);
+  `generator` counts the generator's own parameters only.
+  """
+  model = build_pretrainer(config)
+  shapes = jax.eval_shape(lambda rng: init_params(model, rng, 8, 1), jax.random.PRNGKey(0))
+  count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+  own = lambda *names: sum(count(shapes[n]) for n in names)
+  return dict(
+      embeddings=own("embeddings"),
+      generator=own("generator", "generator_head"),
+      discriminator=own("embeddings", "discriminator", "discriminator_head"),
+      total=count(shapes),
+  )
