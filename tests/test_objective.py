@@ -1,0 +1,121 @@
+"""Masking, sampling, labels and losses of replaced token detection."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from electra_jax import objective
+from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+
+P = 19
+
+
+def make_ids(batch=64, length=128, seed=0):
+  """Rows of [CLS] text [SEP] text [SEP] with some padding, text ids in [5, 100)."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(5, 100, size=(batch, length))
+  lengths = rng.integers(20, length + 1, size=batch)
+  for row, n in enumerate(lengths):
+    ids[row, 0], ids[row, n // 2], ids[row, n - 1] = CLS_ID, SEP_ID, SEP_ID
+    ids[row, n:] = PAD_ID
+  ids[0, 5] = MASK_ID  # a literal [MASK] in the input must never be picked either
+  return jnp.asarray(ids, jnp.int32)
+
+
+def test_masking_statistics_over_many_draws():
+  ids = make_ids()
+  n_real = np.asarray(objective.maskable(ids).sum(-1))
+  picked, masked_tokens = 0, 0
+  for i in range(50):
+    m = objective.mask_tokens(jax.random.PRNGKey(i), ids, 0.15, P)
+    weights = np.asarray(m.weights)
+    np.testing.assert_array_equal(weights.sum(-1), np.clip(np.round(n_real * 0.15), 1, P))
+    changed = np.asarray(m.input_ids != ids)
+    picked += weights.sum()
+    masked_tokens += changed.sum()
+    # Only picked positions change, and they change to [MASK].
+    assert np.all(np.asarray(m.input_ids)[changed] == MASK_ID)
+    rows = np.arange(ids.shape[0])[:, None]
+    np.testing.assert_array_equal(np.asarray(m.targets), np.asarray(ids)[rows, np.asarray(m.positions)])
+  assert masked_tokens / picked == pytest.approx(0.85, abs=0.01)
+
+
+def test_positions_are_uniform_over_maskable_tokens():
+  ids = make_ids(batch=1, length=128)
+  n = np.asarray(objective.maskable(ids)).sum()
+  hits = np.zeros(128)
+  draws = 2000
+  batched = jnp.tile(ids, (draws, 1))
+  m = objective.mask_tokens(jax.random.PRNGKey(1), batched, 0.15, P)
+  np.add.at(hits, np.asarray(m.positions)[np.asarray(m.weights) > 0], 1)
+  allowed = np.asarray(objective.maskable(ids))[0]
+  expected = draws * np.round(n * 0.15) / n
+  assert hits[~allowed].sum() == 0
+  # Each maskable position is picked as often as the others (binomial noise, ~5 sd).
+  assert np.all(np.abs(hits[allowed] - expected) < 5 * np.sqrt(expected))
+
+
+def test_special_tokens_and_padding_never_picked():
+  ids = make_ids()
+  for i in range(20):
+    m = objective.mask_tokens(jax.random.PRNGKey(i), ids, 0.5, 60)
+    picked = np.asarray(m.targets)[np.asarray(m.weights) > 0]
+    assert not np.isin(picked, [PAD_ID, CLS_ID, SEP_ID, MASK_ID]).any()
+
+
+def test_row_without_text_picks_nothing():
+  ids = jnp.asarray([[CLS_ID, SEP_ID, PAD_ID, PAD_ID]], jnp.int32)
+  m = objective.mask_tokens(jax.random.PRNGKey(0), ids, 0.15, 2)
+  assert float(m.weights.sum()) == 0
+  np.testing.assert_array_equal(m.input_ids, ids)
+
+
+def test_same_key_same_masks_and_new_step_new_masks():
+  ids = make_ids()
+  base = jax.random.PRNGKey(42)
+  a = objective.mask_tokens(jax.random.fold_in(base, 7), ids, 0.15, P)
+  b = objective.mask_tokens(jax.random.fold_in(base, 7), ids, 0.15, P)
+  c = objective.mask_tokens(jax.random.fold_in(base, 8), ids, 0.15, P)
+  np.testing.assert_array_equal(a.input_ids, b.input_ids)
+  np.testing.assert_array_equal(a.positions, b.positions)
+  assert not np.array_equal(a.positions, c.positions)
+
+
+def test_labels_on_hand_built_case():
+  original = jnp.asarray([[CLS_ID, 10, 11, 12, 13, SEP_ID, PAD_ID]], jnp.int32)
+  masked = objective.MaskedBatch(
+      input_ids=jnp.asarray([[CLS_ID, MASK_ID, 11, MASK_ID, 13, SEP_ID, PAD_ID]]),
+      positions=jnp.asarray([[1, 3, 2, 0]]),
+      targets=jnp.asarray([[10, 12, 11, CLS_ID]]),
+      weights=jnp.asarray([[1.0, 1.0, 1.0, 0.0]]))
+  # Position 1 sampled back to its original (counts as original), 3 replaced,
+  # 2 replaced; the padding entry's sample is ignored.
+  sampled = jnp.asarray([[10, 99, 50, 77]], jnp.int32)
+  corrupted, labels = objective.replace_tokens(original, masked, sampled)
+  np.testing.assert_array_equal(corrupted, [[CLS_ID, 10, 50, 99, 13, SEP_ID, PAD_ID]])
+  np.testing.assert_array_equal(labels, [[0, 0, 1, 1, 0, 0, 0]])
+
+
+def test_gumbel_sampling_follows_the_softmax_and_has_no_gradient():
+  logits = jnp.log(jnp.asarray([0.7, 0.2, 0.1]))
+  samples = objective.sample_tokens(jax.random.PRNGKey(0), jnp.tile(logits, (20000, 1)))
+  freq = np.bincount(np.asarray(samples), minlength=3) / 20000
+  np.testing.assert_allclose(freq, [0.7, 0.2, 0.1], atol=0.015)
+  grad = jax.grad(lambda l: objective.sample_tokens(jax.random.PRNGKey(0), l)
+                  .astype(jnp.float32).sum())(logits)
+  np.testing.assert_array_equal(grad, 0)
+
+
+def test_rtd_loss_ignores_padding():
+  logits = jnp.asarray([[2.0, -1.0, 123.0]])
+  labels = jnp.asarray([[1.0, 0.0, 0.0]])
+  real = jnp.asarray([[1.0, 1.0, 0.0]])
+  expected = (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0))) / 2
+  assert float(objective.rtd_loss(logits, labels, real)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_mlm_loss_only_at_weighted_positions():
+  logits = jnp.asarray([[[0.0, 0.0], [5.0, -5.0]]])
+  targets = jnp.asarray([[0, 1]])
+  assert float(objective.mlm_loss(logits, targets, jnp.asarray([[1.0, 0.0]]))) == pytest.approx(np.log(2))
