@@ -11,21 +11,18 @@ and TensorBoard files under tensorboard/), the tokenizer (tokenizer.model) and
 the final parameters (params.msgpack).
 """
 
-import json
 import os
 import time
 from typing import Iterator
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
 from electra_jax import cli, objective
-from electra_jax import config as config_lib
 from electra_jax import metrics as metrics_lib
 from electra_jax import optim, train_step as train_step_lib
 from electra_jax.data import pipeline
