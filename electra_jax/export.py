@@ -16,31 +16,17 @@ OUT must be new or empty; it appears complete or not at all.
 from absl import flags
 
 from electra_jax import cli
-from electra_jax.convert import flax_format, hf, hf_params
+from electra_jax.convert.exporting import FORMATS, export_run
 from electra_jax.errors import UserError
-from electra_jax.fileio import staged_directory
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "The pre-training run to export: the --workdir that electra_jax.train "
     "wrote config.json, params.msgpack and the tokenizer to.")
 _FORMAT = flags.DEFINE_enum(
-    "format", "hf", ["hf", "flax"],
+    "format", "hf", list(FORMATS),
     "hf: Hugging Face transformers folders OUT/discriminator and OUT/generator. "
     "flax: the discriminator's parameters, config and tokenizer for electra_jax fine-tuning.")
 _OUT = flags.DEFINE_string("out", None, "The directory to create (it must be new or empty).")
-
-
-def export(workdir: str, format_: str, out: str) -> None:
-  """Writes the run in `workdir` to `out` in `format_` ('hf' or 'flax')."""
-  networks = list(hf_params.NETWORKS) if format_ == "hf" else ["discriminator"]
-  saved = flax_format.read(workdir, networks)
-  with staged_directory(out) as staging:
-    if format_ == "hf":
-      for network in networks:
-        hf.write_network(f"{staging}/{network}", saved.config, saved.params, network,
-                         saved.tokenizer)
-    else:
-      flax_format.write(staging, saved)
 
 
 def main(argv: list[str]) -> None:
@@ -49,7 +35,7 @@ def main(argv: list[str]) -> None:
   for flag in (_WORKDIR, _OUT):
     if not flag.value:
       raise UserError(f"--{flag.name} is required; see --help")
-  export(_WORKDIR.value, _FORMAT.value, _OUT.value)
+  export_run(_WORKDIR.value, _FORMAT.value, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def read(directory: str, networks: Sequence[str]) -> SavedModel:
     raise DataError(f"cannot read {params_path}: {error}") from None
   names = sorted({name for network in networks for name in NETWORKS[network]})
   params = {name: saved.get(name) for name in names}
-  _check_shapes(params, {name: param_shapes(config)[name] for name in names}, params_path)
+  shapes = param_shapes(config)
+  _check_shapes(params, {name: shapes[name] for name in names}, params_path)
   tokenizer = tokenizer_files.load_tokenizer(directory, config.data.lowercase)
   if tokenizer is None:
     raise DataError(f"{directory} has no tokenizer ({tokenizer_files.SENTENCEPIECE_FILE} or "

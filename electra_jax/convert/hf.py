@@ -99,8 +99,9 @@ def model_config(discriminator: HFNetwork,
       if generator.config[theirs] != discriminator.config[theirs]:
         raise DataError(
             f"{generator.directory}/{CONFIG_FILE} has {theirs}={generator.config[theirs]} but "
-            f"{discriminator.directory}/{CONFIG_FILE} has {discriminator.config[theirs]}: ELECTRA's "
-            "generator and discriminator share their embeddings; use the two halves of one model")
+            f"{discriminator.directory}/{CONFIG_FILE} has {discriminator.config[theirs]}: "
+            "ELECTRA's generator and discriminator share their embeddings; use the two halves "
+            "of one model")
     model.generator_size = generator.config["hidden_size"] / model.hidden_size
     model.generator_layers = generator.config["num_hidden_layers"] / model.num_layers
     config = config_lib.default_config()
