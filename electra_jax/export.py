@@ -7,7 +7,8 @@ reads a finished run (config.json, params.msgpack and the tokenizer in
   --format=hf    OUT/discriminator and OUT/generator: folders that transformers loads
                  with ElectraForPreTraining / ElectraForMaskedLM / ElectraModel /
                  AutoTokenizer.from_pretrained (config.json, model.safetensors and the
-                 tokenizer files); needs `pip install safetensors tokenizers`, not torch
+                 tokenizer files); needs safetensors, tokenizers and protobuf (the `hf`
+                 extra), not torch
   --format=flax  OUT/config.json, OUT/params.msgpack (the discriminator only) and the
                  tokenizer: what electra_jax's fine-tuning loads
 OUT must be new or empty; it appears complete or not at all.

@@ -9,6 +9,11 @@ from typing import Iterator
 
 from electra_jax.errors import UserError
 
+# The process's umask, read once: temporary files are created private (0600), and
+# a finished file gets the permissions that `open` would have given it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str, data: bytes | str) -> None:
   """Replaces `path` with `data` in one step: readers see the old file or the new one."""
@@ -19,6 +24,7 @@ def atomic_write(path: str, data: bytes | str) -> None:
       f.write(data.encode("utf-8") if isinstance(data, str) else data)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)

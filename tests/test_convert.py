@@ -292,3 +292,21 @@ def test_train_cli_names_a_bad_init_from_in_one_line(tmp_path):
 def test_wordpiece_tokenizer_refuses_a_vocabulary_without_special_tokens_first():
   with pytest.raises(DataError, match=r"does not have \[UNK\] at id 1"):
     WordPieceTokenizer(google_order_pieces(), lowercase=True)
+
+
+def test_a_wordpiece_setting_we_do_not_support_is_named(run):
+  _, _, tmp_path = run
+  folder = tmp_path / "hf" / "discriminator"
+  (folder / "tokenizer_config.json").write_text('{"do_lower_case": true, "strip_accents": false}')
+  with pytest.raises(DataError, match=rf"{folder}/tokenizer_config.json sets strip_accents=False, "
+                     "which electra_jax's WordPiece tokenizer does not support"):
+    pretrained.load_discriminator(str(folder))
+
+
+def test_exported_files_are_readable_as_any_file_the_user_writes(run):
+  _, _, tmp_path = run
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
+    mode = os.stat(tmp_path / "hf" / "discriminator" / name).st_mode & 0o777
+    assert mode == 0o666 & ~umask, (name, oct(mode))

@@ -203,3 +203,30 @@ def _piece_scores(tokenizer) -> np.ndarray:
   proto = sentencepiece_model_pb2.ModelProto()
   proto.ParseFromString(tokenizer.model_proto)
   return np.asarray([piece.score for piece in proto.pieces])
+
+
+def test_an_older_pytorch_model_bin_folder_imports_the_same(tmp_path):
+  """Folders saved by older transformers have pytorch_model.bin, with the tied output matrix
+  and the position_ids buffer in it: read with torch, they import to the same parameters."""
+  sizes = SIZES["embedding_below_hidden"]
+  models = dict(zip(("discriminator", "generator"), random_transformers_models(sizes)))
+  for root, pickled in (("safetensors", False), ("bin", True)):
+    for network, model in models.items():
+      folder = tmp_path / root / network
+      model.save_pretrained(folder)
+      write_vocab(folder / "vocab.txt", google_order_pieces())
+      if pickled:
+        state = dict(model.state_dict(), **{
+            "electra.embeddings.position_ids": torch.arange(64)[None]})
+        assert "generator_lm_head.weight" in state or network == "discriminator"
+        torch.save(state, folder / "pytorch_model.bin")
+        os.remove(folder / "model.safetensors")
+  imported = {}
+  for root in ("safetensors", "bin"):
+    config = tiny_config(*sizes)
+    config.train.init_from = str(tmp_path / root)
+    imported[root] = flax.traverse_util.flatten_dict(
+        pretrained.init_from_hf(config, str(tmp_path / f"run_{root}")))
+  assert imported["bin"].keys() == imported["safetensors"].keys()
+  for path, value in imported["safetensors"].items():
+    np.testing.assert_array_equal(imported["bin"][path], value)

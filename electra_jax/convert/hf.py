@@ -114,8 +114,8 @@ def model_config(discriminator: HFNetwork,
   return model
 
 
-def read_network(directory: str, network: str) -> HFNetwork:
-  """config.json and weights of a folder that must hold an ELECTRA `network`."""
+def read_network(directory: str) -> HFNetwork:
+  """config.json and weights of a folder that must hold an ELECTRA network."""
   config = _read_config(directory)
   weights_path = os.path.join(directory, WEIGHTS_FILE)
   if os.path.exists(weights_path):

@@ -111,11 +111,11 @@ def _lowercase(directory: str) -> bool:
   except (OSError, ValueError) as error:
     raise DataError(f"cannot read {path}: {error}") from None
   lowercase = settings.get("do_lower_case", True)
-  unsupported = {key: value for key, value in (("strip_accents", lowercase),
-                                               ("tokenize_chinese_chars", True))
-                 if settings.get(key) not in (None, value)}
+  unsupported = [key for key, supported in (("strip_accents", lowercase),
+                                             ("tokenize_chinese_chars", True))
+                 if settings.get(key) not in (None, supported)]
   if unsupported:
-    setting = ", ".join(f"{key}={value}" for key, value in unsupported.items())
+    setting = ", ".join(f"{key}={settings[key]}" for key in unsupported)
     raise DataError(f"{path} sets {setting}, which electra_jax's WordPiece tokenizer does not "
                     "support (it follows BERT: accents stripped exactly when lower-casing, CJK "
                     "characters split)")
@@ -141,8 +141,10 @@ def _fast_tokenizer(tokenizer: Tokenizer):
       tokenizers.normalizers.Strip(),
       tokenizers.normalizers.Replace(tokenizers.Regex(" {2,}"), " "),
   ])
-  fast.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(_SENTENCEPIECE_SPACE, "always")
-  fast.decoder = tokenizers.decoders.Metaspace(_SENTENCEPIECE_SPACE, "always")
+  fast.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(replacement=_SENTENCEPIECE_SPACE,
+                                                           prepend_scheme="always")
+  fast.decoder = tokenizers.decoders.Metaspace(replacement=_SENTENCEPIECE_SPACE,
+                                               prepend_scheme="always")
   fast.add_special_tokens([
       tokenizers.AddedToken(piece.piece, special=True, normalized=False)
       for piece in proto.pieces if piece.type == _CONTROL_PIECE])

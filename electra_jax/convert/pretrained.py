@@ -48,12 +48,15 @@ class Discriminator:
 
 def load_discriminator(path: str) -> Discriminator:
   """The discriminator saved at `path`, whichever of the four places it is."""
+  if not os.path.isdir(path):
+    raise DataError(f"{path} is not a directory: give a Hugging Face ELECTRA folder, an export "
+                    "of electra_jax (--format=hf or flax) or a pre-training workdir")
   if os.path.isdir(os.path.join(path, "discriminator")):
     path = os.path.join(path, "discriminator")
   if flax_format.is_saved_model(path):
     saved = flax_format.read(path, ["discriminator"])
     return Discriminator(saved.config.model, saved.params, saved.tokenizer)
-  network = hf.read_network(path, "discriminator")
+  network = hf.read_network(path)
   model = hf.model_config(network)
   vocabulary = hf_tokenizer.read_tokenizer(path, model.vocab_size)
   config = config_lib.default_config()
@@ -71,8 +74,7 @@ def init_from_hf(config: ml_collections.ConfigDict, workdir: str) -> dict:
   there), last, once everything has been read and checked.
   """
   source = config.train.init_from
-  discriminator, generator = (hf.read_network(os.path.join(source, name), name)
-                              for name in NETWORK_DIRS)
+  discriminator, generator = (hf.read_network(os.path.join(source, name)) for name in NETWORK_DIRS)
   model = hf.model_config(discriminator, generator)
   vocabulary = hf_tokenizer.read_tokenizer(discriminator.directory, model.vocab_size)
   _check_config(config, model, vocabulary.tokenizer, source)

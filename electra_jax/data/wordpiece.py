@@ -74,10 +74,6 @@ class WordPieceTokenizer:
     return self._lowercase
 
   @property
-  def pieces(self) -> list[str]:
-    return list(self._pieces)
-
-  @property
   def sha256(self) -> str:
     """Hex digest of the vocabulary and the casing: they decide every id."""
     return self._sha256
