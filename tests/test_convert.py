@@ -15,13 +15,12 @@ import pytest
 
 safetensors_numpy = pytest.importorskip(
     "safetensors.numpy", reason="export and import need safetensors: pip install -e '.[hf]'")
-pytest.importorskip("tokenizers", reason="export needs tokenizers: pip install -e '.[hf]'")
 
 from conftest import REPO  # pylint: disable=wrong-import-position
 from convert_helpers import (SIZES, google_order_pieces, our_order_pieces, random_params,
                              tiny_config, write_run, write_vocab)
 from electra_jax import train
-from electra_jax.convert import flax_format, hf_params, pretrained
+from electra_jax.convert import hf_params, pretrained
 from electra_jax.convert.exporting import export_run
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import ConfigError, DataError, UserError
