@@ -31,7 +31,15 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8,<10"],
-        # Filled by the issues that need them: "hf" (torch, transformers, safetensors)
-        # for the Hugging Face bridge, "tfds" (tensorflow-datasets) for TFDS sources.
+        # The Hugging Face bridge: export and import need safetensors, tokenizers and
+        # protobuf only; torch and transformers run the parity tests and read the older
+        # pytorch_model.bin checkpoints. ("tfds" for TFDS sources comes with its issue.)
+        "hf": [
+            "safetensors>=0.4,<1",
+            "tokenizers>=0.15,<1",
+            "protobuf>=3.20",
+            "torch>=2.1",
+            "transformers>=4.40,<6",
+        ],
     },
 )

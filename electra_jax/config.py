@@ -65,6 +65,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every = 100
   c.train.eval_every = 10_000  # 0: evaluate only at the end
   c.train.eval_batches = 20
+  # A directory with discriminator/ and generator/ Hugging Face ELECTRA folders
+  # (as `electra_jax.export --format=hf` writes them) to start from; empty: random init.
+  c.train.init_from = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.source = ""  # empty: the built-in corpus (Python's own documentation)
@@ -138,6 +141,8 @@ _RULES: dict[str, Rule] = {
     "train.log_every": _POSITIVE_INT,
     "train.eval_every": _NON_NEGATIVE_INT,
     "train.eval_batches": _POSITIVE_INT,
+    "train.init_from": (lambda v: isinstance(v, str),
+                        "a directory with discriminator/ and generator/ folders, or empty"),
     "data.source": (lambda v: isinstance(v, str), "a string (empty for the built-in corpus)"),
     "data.max_seq_length": (lambda v: isinstance(v, int) and v >= 8, "an integer >= 8"),
     "data.lowercase": (lambda v: isinstance(v, bool), "True or False"),

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from electra_jax import cli, objective
 from electra_jax import metrics as metrics_lib
 from electra_jax import optim, train_step as train_step_lib
+from electra_jax.convert import pretrained
 from electra_jax.data import pipeline
 from electra_jax.errors import UserError
 from electra_jax.fileio import atomic_write
@@ -90,6 +91,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Runs pre-training as `config` says; returns the final evaluation metrics."""
   workdir = prepare_workdir(workdir)
   log_parameter_counts(config)
+  initial_params = pretrained.init_from_hf(config, workdir) if config.train.init_from else None
   data = pipeline.prepare(config, workdir)
   atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
@@ -97,7 +99,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   optimizer = optim.build_optimizer(config)
   schedule = optim.learning_rate_schedule(config)
   settings = train_step_lib.objective_settings(config)
-  state = jax.jit(lambda: train_step_lib.create_train_state(config, model, optimizer))()
+  state = jax.jit(lambda params: train_step_lib.create_train_state(config, model, optimizer,
+                                                                  params))(initial_params)
   train_step = train_step_lib.make_train_step(model, optimizer, schedule, settings)
   eval_step = train_step_lib.make_eval_step(model, settings)
 

@@ -39,11 +39,12 @@ def objective_settings(config: ml_collections.ConfigDict) -> objective.Objective
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: electra.ElectraPretrainer,
-                       optimizer: optax.GradientTransformation) -> TrainState:
-  """Initial state from `train.seed`: parameters, optimizer moments, step 0."""
+                       optimizer: optax.GradientTransformation, params: Any = None) -> TrainState:
+  """Initial state from `train.seed`: parameters (unless given), optimizer moments, step 0."""
   init_key, run_key = jax.random.split(jax.random.PRNGKey(config.train.seed))
-  params = electra.init_params(model, init_key, config.data.max_seq_length,
-                               config_lib.max_predictions_per_seq(config))
+  if params is None:
+    params = electra.init_params(model, init_key, config.data.max_seq_length,
+                                 config_lib.max_predictions_per_seq(config))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params), rng=run_key)
 

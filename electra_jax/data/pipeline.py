@@ -8,7 +8,6 @@ waits on Python). The training loop sees `prepare`, `train_batches` and
 import dataclasses
 import hashlib
 import itertools
-import os
 import time
 import zlib
 from typing import Iterator
@@ -20,9 +19,9 @@ from absl import logging
 from electra_jax.data.packing import Examples, pack_documents
 from electra_jax.data.sources import iter_documents
 from electra_jax.data.tokenizer import PAD_ID, Tokenizer, train_tokenizer
+from electra_jax.data.tokenizer_files import (AnyTokenizer, load_tokenizer, save_tokenizer,
+                                              tokenizer_path)
 from electra_jax.errors import DataError
-
-TOKENIZER_FILE = "tokenizer.model"
 
 Batch = dict[str, np.ndarray]
 
@@ -39,7 +38,7 @@ class PretrainingData:
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> PretrainingData:
   """Reads `config.data.source` and packs its train and eval examples.
 
-  The tokenizer is `workdir/tokenizer.model` when it exists (a resumed run must
+  The tokenizer is the workdir's own when it has one (a resumed run must
   keep its ids), else trained on the corpus and saved there. Nothing is written
   before the corpus has been read.
   """
@@ -122,11 +121,11 @@ def _batch(examples: Examples, rows: np.ndarray) -> Batch:
 
 
 def _load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str,
-                             documents: list[list[str]]) -> Tokenizer:
-  path = os.path.join(workdir, TOKENIZER_FILE)
+                             documents: list[list[str]]) -> AnyTokenizer:
   vocab_size = config.model.vocab_size
-  if os.path.exists(path):
-    tokenizer = Tokenizer.load(path)
+  tokenizer = load_tokenizer(workdir, config.data.lowercase)
+  if tokenizer is not None:
+    path = tokenizer_path(workdir)
     if tokenizer.vocab_size != vocab_size:
       raise DataError(f"{path} has {tokenizer.vocab_size} pieces but model.vocab_size="
                       f"{vocab_size}; set --config.model.vocab_size={tokenizer.vocab_size}, "
@@ -136,7 +135,7 @@ def _load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str,
   start = time.perf_counter()
   tokenizer = train_tokenizer(documents, vocab_size, config.data.lowercase,
                               config.data.tokenizer_sentences, config.train.seed)
-  tokenizer.save(path)
+  path = save_tokenizer(tokenizer, workdir)
   logging.info("Trained a tokenizer of %d pieces in %.1f s; saved it to %s", vocab_size,
                time.perf_counter() - start, path)
   return tokenizer

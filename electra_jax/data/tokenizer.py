@@ -82,6 +82,11 @@ class Tokenizer:
     return self._processor.get_piece_size()
 
   @property
+  def model_proto(self) -> bytes:
+    """The serialized SentencePiece model (what `save` writes)."""
+    return self._model_proto
+
+  @property
   def sha256(self) -> str:
     """Hex digest of the model: data tokenized with another tokenizer is refused by it."""
     return self._sha256

@@ -1,0 +1,43 @@
+r"""Export a pre-trained ELECTRA for Hugging Face transformers or for Flax fine-tuning.
+
+  python -m electra_jax.export --workdir=/tmp/electra --format=hf --out=/tmp/electra-hf
+
+reads a finished run (config.json, params.msgpack and the tokenizer in
+--workdir) and writes
+  --format=hf    OUT/discriminator and OUT/generator: folders that transformers loads
+                 with ElectraForPreTraining / ElectraForMaskedLM / ElectraModel /
+                 AutoTokenizer.from_pretrained (config.json, model.safetensors and the
+                 tokenizer files); needs safetensors, tokenizers and protobuf (the `hf`
+                 extra), not torch
+  --format=flax  OUT/config.json, OUT/params.msgpack (the discriminator only) and the
+                 tokenizer: what electra_jax's fine-tuning loads
+OUT must be new or empty; it appears complete or not at all.
+"""
+
+from absl import flags
+
+from electra_jax import cli
+from electra_jax.convert.exporting import FORMATS, export_run
+from electra_jax.errors import UserError
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "The pre-training run to export: the --workdir that electra_jax.train "
+    "wrote config.json, params.msgpack and the tokenizer to.")
+_FORMAT = flags.DEFINE_enum(
+    "format", "hf", list(FORMATS),
+    "hf: Hugging Face transformers folders OUT/discriminator and OUT/generator. "
+    "flax: the discriminator's parameters, config and tokenizer for electra_jax fine-tuning.")
+_OUT = flags.DEFINE_string("out", None, "The directory to create (it must be new or empty).")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; see --help")
+  for flag in (_WORKDIR, _OUT):
+    if not flag.value:
+      raise UserError(f"--{flag.name} is required; see --help")
+  export_run(_WORKDIR.value, _FORMAT.value, _OUT.value)
+
+
+if __name__ == "__main__":
+  cli.run(main)
