@@ -6,9 +6,11 @@ trains the tiny config on the built-in corpus (Python's own documentation) in
 a few minutes on a CPU. Any config field can be overridden, for example
   --config.train.steps=2000 --config.train.batch_size=64
   --config.data.source='/data/books/*.txt' --config.data.max_seq_length=256
-The workdir receives the resolved config (config.json), metrics (metrics.jsonl
-and TensorBoard files under tensorboard/), the tokenizer (tokenizer.model) and
-the final parameters (params.msgpack).
+The first run prepares the corpus (tokenizer, packed examples in shards under
+<workdir>/data, or --config.data.dir) and later runs reuse it. The workdir
+receives the resolved config (config.json), metrics (metrics.jsonl and
+TensorBoard files under tensorboard/), the tokenizer (tokenizer.model) and the
+final parameters (params.msgpack).
 """
 
 import os
@@ -37,7 +39,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,
     "Directory for this run's outputs: config.json, metrics.jsonl, tensorboard/, "
-    "tokenizer.model and params.msgpack. Created if missing.")
+    "tokenizer.model, params.msgpack, and the prepared data (data/, unless --config.data.dir "
+    "is set). Created if missing.")
 
 EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data its own way
 
@@ -102,8 +105,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_step = train_step_lib.make_eval_step(model, settings)
 
   t = config.train
-  batches: Iterator[dict] = pipeline.train_batches(data.train, t.batch_size, t.seed)
-  eval_batches = pipeline.eval_batches(data.eval, t.batch_size, t.eval_batches)
+  hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  batches: Iterator[dict] = pipeline.train_iterator(data, t.batch_size, t.seed, **hosts)
+  eval_batches = pipeline.eval_batches(data, t.batch_size, t.eval_batches, **hosts)
   tokens_per_step = t.batch_size * config.data.max_seq_length
   writer = metrics_lib.MetricWriter(workdir)
   window, window_start = [], time.perf_counter()
