@@ -29,7 +29,7 @@ from electra_jax import metrics as metrics_lib
 from electra_jax import optim, train_step as train_step_lib
 from electra_jax.data import pipeline
 from electra_jax.errors import UserError
-from electra_jax.fileio import atomic_write
+from electra_jax.fileio import atomic_write, prepare_workdir
 from electra_jax.models import electra
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,21 +43,6 @@ _WORKDIR = flags.DEFINE_string(
     "is set). Created if missing.")
 
 EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data its own way
-
-
-def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir and proves it writable before any work is done."""
-  workdir = os.path.abspath(workdir)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; "
-                    "choose another --workdir") from None
-  return workdir
 
 
 def log_parameter_counts(config: ml_collections.ConfigDict) -> None:

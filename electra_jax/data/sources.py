@@ -175,6 +175,9 @@ def _resolve_paths(source: str) -> list[str]:
 def _file_documents(path: str, options: ReadOptions, report: SkipReport) -> Iterator[list[str]]:
   try:
     with _open(path) as f:
+      if b"\0" in f.peek(_BINARY_PROBE_BYTES)[:_BINARY_PROBE_BYTES]:  # not text, or UTF-16
+        report.add(BINARY_FILE, path)
+        return
       lines = _decoded_lines(f, path, report)
       first = next((line for line in lines if line), None)
       if first is None:
@@ -206,13 +209,8 @@ def _decoded_lines(f: BinaryIO, path: str, report: SkipReport) -> Iterator[str]:
   """The file's lines, stripped ("" for a blank one); bad lines are counted, not yielded.
 
   A few bad bytes cost their line, not the file: real corpora often have some.
-  A file with NUL bytes is not text (or is UTF-16) and is skipped whole.
   """
-  head = f.peek(_BINARY_PROBE_BYTES)[:_BINARY_PROBE_BYTES]
-  if b"\0" in head:
-    report.add(BINARY_FILE, path)
-    return
-  if head.startswith(codecs.BOM_UTF8):
+  if f.peek(len(codecs.BOM_UTF8)).startswith(codecs.BOM_UTF8):
     f.read(len(codecs.BOM_UTF8))
   while raw_line := f.readline(MAX_LINE_BYTES + 1):
     if len(raw_line) > MAX_LINE_BYTES:

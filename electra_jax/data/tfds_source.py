@@ -9,7 +9,6 @@ else Google's public copies) and downloaded and prepared on first use, as
 `tfds.load` does.
 """
 
-import math
 from typing import Iterator
 
 from absl import logging
@@ -53,8 +52,9 @@ def split_slices(dataset: str, split: str) -> list[tuple[str, int]]:
                     f"--config.data.tfds_split to one of {', '.join(builder.info.splits)}") from None
   if not num_records:
     raise DataError(f"the split '{split}' of the TFDS dataset '{dataset}' is empty")
-  slices = tfds.even_splits(split, n=math.ceil(num_records / RECORDS_PER_INPUT))
-  return [(str(s), builder.info.splits[s].num_examples) for s in slices]
+  return [(f"{split}[{start}:{min(start + RECORDS_PER_INPUT, num_records)}]",
+           min(RECORDS_PER_INPUT, num_records - start))
+          for start in range(0, num_records, RECORDS_PER_INPUT)]
 
 
 def read_texts(dataset: str, split: str, text_field: str) -> Iterator[str]:
