@@ -28,10 +28,20 @@ setup(
         "numpy>=1.26,<3",
         # TensorBoard event files without TensorFlow (a few hundred kB, pure Python).
         "tensorboardX>=2.6,<3",
+        # Prepared examples: ArrayRecord shards, read by Grain's loader.
+        "grain>=0.2.18,<0.3",
+        "array-record>=0.8,<0.9",
+        "tqdm>=4.60,<5",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],
-        # Filled by the issues that need them: "hf" (torch, transformers, safetensors)
-        # for the Hugging Face bridge, "tfds" (tensorflow-datasets) for TFDS sources.
+        # TFDS corpora (--config.data.source=tfds:NAME): TFDS's dataset builders import
+        # TensorFlow; its CPU build is enough (and the smallest, on Linux).
+        "tfds": [
+            "tensorflow-datasets>=4.9.7,<5",
+            "tensorflow-cpu>=2.16,<3; sys_platform == 'linux'",
+            "tensorflow>=2.16,<3; sys_platform != 'linux'",
+        ],
+        # Filled by the issue that needs it: "hf" (torch, transformers, safetensors).
     },
 )

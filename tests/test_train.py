@@ -63,8 +63,8 @@ def test_tiny_model_learns(tmp_path):
   config.train.steps = 400
   config.train.eval_every = 0
   metrics = train.train_and_evaluate(config, str(tmp_path))
-  data = pipeline.prepare(config, str(tmp_path))  # reuses the saved tokenizer
-  baseline = most_frequent_token_accuracy(data.eval)
+  data = pipeline.prepare(config, str(tmp_path))  # reuses the prepared data
+  baseline = most_frequent_token_accuracy(pipeline.read_examples(data, "eval"))
   assert metrics["gen_accuracy"] > 2 * baseline, (metrics, baseline)
   assert metrics["disc_auc"] > 0.55, metrics
 
