@@ -31,7 +31,8 @@ _CORPUS = flags.DEFINE_string(
     "corpus", os.path.join(REPO, "..", "shared", "data", "wikipedia-en-sample", "text", "wiki_*"),
     "Glob of the corpus to prepare (default: the shared Wikipedia sample).")
 _OUT = flags.DEFINE_string("out", None, "Scratch directory for the prepared data (a few 100 MB).")
-_LOADER_BATCHES = flags.DEFINE_integer("loader_batches", 200, "Batches read per loader figure.")
+_LOADER_EXAMPLES = flags.DEFINE_integer("loader_examples", 25_600,
+                                        "Examples read (in whole batches) per loader figure.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 3, "Timed train steps per config (after one "
                                     "that compiles).")
 _BASE_BATCH = flags.DEFINE_integer("base_batch", 8, "Batch for base's timed train steps (its "
@@ -44,6 +45,12 @@ def timed_prepare(config, workdir: str) -> tuple[shards.PreparedData, float]:
   start = time.perf_counter()
   data = pipeline.prepare(config, workdir)
   return data, time.perf_counter() - start
+
+
+def print_prepare_speed(name: str, manifest: dict, tokens: int) -> None:
+  seconds = manifest["seconds"]
+  print(f"prepare, {name}: {seconds:.1f} s = {manifest['input_bytes'] / 1e6 / seconds:.2f} MB/s, "
+        f"{tokens / seconds:,.0f} tokens/s", flush=True)
 
 
 def loader_speed(data: shards.PreparedData, batch_size: int, num_batches: int) -> float:
@@ -86,7 +93,8 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   out = os.path.abspath(_OUT.value)
   small, base = small_config.get_config(), base_config.get_config()
-  print(f"machine: {os.cpu_count()} CPU cores; jax {jax.__version__} on {jax.devices()[0].platform}")
+  print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}")
 
   small.data.source = _CORPUS.value
   data, total = timed_prepare(small, os.path.join(out, "all-workers"))
@@ -96,31 +104,25 @@ def main(argv: list[str]) -> None:
   examples = sum(manifest["splits"][s]["examples"] for s in shards.SPLITS)
   print(f"corpus: {len(manifest['inputs'])} files, {megabytes:.1f} MB, {tokens:,} tokens -> "
         f"{examples:,} examples of {data.max_seq_length}")
-  print(f"tokenizer training ({small.model.vocab_size} pieces): {total - manifest['seconds']:.1f} s")
-  results = {}
-  for workers, name in ((0, "all-workers"), (1, "one-worker")):
-    if workers == 1:  # the same tokenizer: only the preparation is timed
-      os.makedirs(os.path.join(out, name), exist_ok=True)
-      data.tokenizer.save(os.path.join(out, name, pipeline.TOKENIZER_FILE))
-      small.data.num_workers = 1
-      data, _ = timed_prepare(small, os.path.join(out, name))
-    seconds = data.manifest["seconds"]
-    results[name] = seconds
-    print(f"prepare, {name}: {seconds:.1f} s = {megabytes / seconds:.2f} MB/s, "
-          f"{tokens / seconds:,.0f} tokens/s")
+  print(f"tokenizer training ({small.model.vocab_size} pieces): "
+        f"{total - manifest['seconds']:.1f} s")
+  print_prepare_speed("all workers", data.manifest, tokens)
+  os.makedirs(os.path.join(out, "one-worker"), exist_ok=True)  # the same tokenizer, reused
+  data.tokenizer.save(os.path.join(out, "one-worker", pipeline.TOKENIZER_FILE))
+  small.data.num_workers = 1
+  data, _ = timed_prepare(small, os.path.join(out, "one-worker"))
+  print_prepare_speed("one worker", data.manifest, tokens)
 
-  small_loader = loader_speed(data, small.train.batch_size, _LOADER_BATCHES.value)
-  base.data.source = ",".join(manifest["inputs"][:_BASE_FILES.value])
+  base.data.source = ",".join(name for name, _ in manifest["inputs"][:_BASE_FILES.value])
   base_data, _ = timed_prepare(base, os.path.join(out, "base"))
-  base_loader = loader_speed(base_data, base.train.batch_size, _LOADER_BATCHES.value // 4)
-  small_train = train_step_speed(small, small.train.batch_size, _TRAIN_STEPS.value)
-  base_train = train_step_speed(base, _BASE_BATCH.value, _TRAIN_STEPS.value)
-  for name, config, batch, load, train in (
-      ("small", small, small.train.batch_size, small_loader, small_train),
-      ("base", base, _BASE_BATCH.value, base_loader, base_train)):
-    print(f"{name}: loader {load:,.0f} examples/s (batches of {config.train.batch_size} x "
-          f"{config.data.max_seq_length}); train step consumes {train:,.1f} examples/s (batch "
-          f"{batch} x {config.data.max_seq_length}); loader margin {load / train:,.0f}x")
+  for name, config, prepared, train_batch in (("small", small, data, small.train.batch_size),
+                                              ("base", base, base_data, _BASE_BATCH.value)):
+    batch, length = config.train.batch_size, config.data.max_seq_length
+    load = loader_speed(prepared, batch, max(1, _LOADER_EXAMPLES.value // batch))
+    print(f"{name}: loader {load:,.0f} examples/s (batches of {batch} x {length})", flush=True)
+    train = train_step_speed(config, train_batch, _TRAIN_STEPS.value)
+    print(f"{name}: train step consumes {train:,.1f} examples/s (batch {train_batch} x {length}); "
+          f"loader margin {load / train:,.0f}x", flush=True)
 
 
 if __name__ == "__main__":

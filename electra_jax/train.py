@@ -27,7 +27,7 @@ from ml_collections import config_flags
 from electra_jax import cli, objective
 from electra_jax import metrics as metrics_lib
 from electra_jax import optim, train_step as train_step_lib
-from electra_jax.data import pipeline
+from electra_jax.data import loader, pipeline
 from electra_jax.errors import UserError
 from electra_jax.fileio import atomic_write, prepare_workdir
 from electra_jax.models import electra
@@ -91,8 +91,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   t = config.train
   hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  batches: Iterator[dict] = pipeline.train_iterator(data, t.batch_size, t.seed, **hosts)
-  eval_batches = pipeline.eval_batches(data, t.batch_size, t.eval_batches, **hosts)
+  batches: Iterator[dict] = loader.train_iterator(data, t.batch_size, t.seed, **hosts)
+  eval_batches = loader.eval_batches(data, t.batch_size, t.eval_batches, **hosts)
   tokens_per_step = t.batch_size * config.data.max_seq_length
   writer = metrics_lib.MetricWriter(workdir)
   window, window_start = [], time.perf_counter()

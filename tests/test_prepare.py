@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 from electra_jax.config import default_config
-from electra_jax.data import pipeline, preparation, shards, sources, tfds_source
+from electra_jax.data import loader, pipeline, preparation, shards, sources, tfds_source
 from electra_jax.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 from electra_jax.errors import DataError
 from test_data import make_documents, write_corpus
@@ -36,7 +36,7 @@ def write_files(directory, num_files: int, documents_per_file: int = 10) -> str:
 
 
 def all_examples(data) -> dict[str, np.ndarray]:
-  return {split: pipeline.read_examples(data, split).input_ids for split in shards.SPLITS}
+  return {split: loader.read_examples(data, split).input_ids for split in shards.SPLITS}
 
 
 def test_prepare_writes_shards_and_a_manifest_then_reuses_them(tmp_path):
@@ -50,8 +50,9 @@ def test_prepare_writes_shards_and_a_manifest_then_reuses_them(tmp_path):
   assert manifest == data.manifest
   assert manifest["tokenizer_sha256"] == data.tokenizer.sha256
   assert manifest["settings"]["max_seq_length"] == 32 and manifest["vocab_size"] == 200
-  assert manifest["inputs"] == [str(tmp_path / "corpus" / f"part-{i}.txt") for i in range(3)]
-  assert manifest["input_bytes"] == sum(os.path.getsize(p) for p in manifest["inputs"])
+  paths = [str(tmp_path / "corpus" / f"part-{i}.txt") for i in range(3)]
+  assert manifest["inputs"] == [[path, os.path.getsize(path)] for path in paths]
+  assert manifest["input_bytes"] == sum(os.path.getsize(path) for path in paths)
   assert manifest["skipped"] == {}
   train, eval_ = manifest["splits"]["train"], manifest["splits"]["eval"]
   assert train["documents"] + eval_["documents"] == 30 and eval_["documents"] > 0
@@ -129,7 +130,8 @@ def test_prepared_data_of_other_settings_or_tokenizer_is_refused(tmp_path):
                      r"64; set --config.data.dir to a new directory"):
     pipeline.prepare(small_config(source, dir=shared, max_seq_length=64), str(tmp_path / "b"))
   write_files(tmp_path / "corpus", 3)  # the glob now matches one file more
-  with pytest.raises(DataError, match="prepared with 2 input files, but data.source now matches 3"):
+  with pytest.raises(DataError, match=r"prepared with 2 inputs from data.source='.*', but this "
+                     r"run's data.source='.*' gives 3"):
     pipeline.prepare(small_config(source, dir=shared), str(tmp_path / "b"))
   (tmp_path / "corpus" / "part-2.txt").unlink()
   with pytest.raises(DataError, match=r"tokenizer.model has 200 pieces but model.vocab_size=300; "
@@ -197,9 +199,10 @@ def test_an_empty_eval_split_is_one_clear_error(tmp_path):
 
 def test_documents_are_held_out_by_content():
   documents = make_documents(2000, lines_per_document=2)
-  held_out = [preparation._held_out(d, 0.1) for d in documents]  # pylint: disable=protected-access
-  assert 150 < sum(held_out) < 250
-  assert held_out == [preparation._held_out(list(d), 0.1) for d in documents]  # pylint: disable=protected-access
+  held_out = preparation._held_out  # pylint: disable=protected-access
+  chosen = [held_out(d, 0.1) for d in documents]
+  assert 150 < sum(chosen) < 250
+  assert chosen == [held_out(list(d), 0.1) for d in documents[::-1]][::-1]
 
 
 def test_prepare_cli_prepares_and_reports(tmp_path):
@@ -238,7 +241,7 @@ def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
   config = small_config("tfds:wikipedia/20230601.en", vocab_size=40, min_document_tokens=1)
   with tfds.testing.mock_data(num_examples=30, data_dir=str(tmp_path / "tfds")):
     data = pipeline.prepare(config, str(tmp_path / "run"))
-  assert data.manifest["inputs"] == [f"tfds:wikipedia/20230601.en train[{a}:{b}]"
+  assert data.manifest["inputs"] == [[f"tfds:wikipedia/20230601.en train[{a}:{b}]", b - a]
                                      for a, b in ((0, 12), (12, 24), (24, 30))]
   splits = data.manifest["splits"]
   # The mock yields 30 random texts for any slice: 3 x 30 documents.

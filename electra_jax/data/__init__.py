@@ -3,8 +3,9 @@ and the loader."""
 
 from electra_jax.data.builtin_corpus import builtin_documents
 from electra_jax.data.packing import ExampleBuilder, Examples, pack_documents
-from electra_jax.data.pipeline import (PreparedData, eval_batches, prepare, read_examples,
-                                       train_iterator)
+from electra_jax.data.loader import eval_batches, read_examples, train_iterator
+from electra_jax.data.pipeline import prepare
+from electra_jax.data.shards import PreparedData
 from electra_jax.data.sources import read_documents, resolve_inputs
 from electra_jax.data.tokenizer import (CLS_ID, CLS_PIECE, MASK_ID, MASK_PIECE, PAD_ID, PAD_PIECE,
                                         SEP_ID, SEP_PIECE, UNK_ID, UNK_PIECE, Tokenizer,

@@ -1,8 +1,8 @@
 """From a config to batches: the tokenizer, the prepared shards, and the loader over them.
 
 `prepare` runs once per corpus (the first run prepares, later runs and
-resumed ones reuse the shards); the training loop sees `prepare`,
-`train_iterator` and `eval_batches` only. Host-side work stays off the hot
+resumed ones reuse the shards); the training loop sees `prepare` and the
+loader's `train_iterator` and `eval_batches` only. Host-side work stays off the hot
 path: tokenization and packing happen before the first step, and batches are
 read from the shards by background threads.
 """
@@ -15,7 +15,6 @@ import numpy as np
 from absl import logging
 
 from electra_jax.data import preparation, shards, sources
-from electra_jax.data.loader import eval_batches, read_examples, train_iterator  # noqa: F401
 from electra_jax.data.shards import PreparedData
 from electra_jax.data.tokenizer import Tokenizer, train_tokenizer
 from electra_jax.errors import DataError

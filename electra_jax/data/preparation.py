@@ -59,7 +59,8 @@ class Settings:
 def identity(source: str, inputs: list[sources.Input], tokenizer: Tokenizer,
              settings: Settings) -> dict:
   """What identifies prepared data: shards with another identity are other data."""
-  return {"format": FORMAT_VERSION, "source": source, "inputs": [item.name for item in inputs],
+  return {"format": FORMAT_VERSION, "source": source,
+          "inputs": [[item.name, item.size] for item in inputs],
           "tokenizer_sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size,
           "settings": dataclasses.asdict(settings)}
 
@@ -69,12 +70,11 @@ def check_identity(manifest: dict, expected: dict, directory: str) -> None:
   differences = [f"data.{name}={manifest['settings'].get(name)!r}, but this run has {value!r}"
                  for name, value in expected["settings"].items()
                  if manifest["settings"].get(name) != value]
-  if manifest.get("source") != expected["source"]:
-    differences.append(f"data.source={manifest.get('source')!r}, but this run has "
-                       f"{expected['source']!r}")
-  elif manifest.get("inputs") != expected["inputs"]:
-    differences.append(f"{len(manifest.get('inputs', []))} input files, but data.source now "
-                       f"matches {len(expected['inputs'])} (or other ones)")
+  if manifest.get("inputs") != expected["inputs"]:
+    differences.append(
+        f"{len(manifest.get('inputs', []))} inputs from data.source={manifest.get('source')!r}, "
+        f"but this run's data.source={expected['source']!r} gives {len(expected['inputs'])} "
+        "(or other ones, or other sizes)")
   if manifest.get("tokenizer_sha256") != expected["tokenizer_sha256"]:
     differences.append("another tokenizer")
   if manifest.get("format") != expected["format"]:

@@ -184,7 +184,7 @@ def _file_documents(path: str, options: ReadOptions, report: SkipReport) -> Iter
         report.add(EMPTY_FILE, path)
         return
       lines = itertools.chain([first], lines)
-      if first.startswith("<doc ") or first.startswith("<doc>"):
+      if _opens_doc(first):
         yield from _wikiextractor_documents(lines, path, report)
       elif _json_object(first) is not None:
         yield from _json_documents(lines, path, options.text_field, report)
@@ -197,12 +197,9 @@ def _file_documents(path: str, options: ReadOptions, report: SkipReport) -> Iter
 
 
 def _open(path: str) -> BinaryIO:
-  f = open(path, "rb")
-  if f.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC:
-    f.seek(0)
-    return gzip.GzipFile(fileobj=f, mode="rb")
-  f.seek(0)
-  return f
+  with open(path, "rb") as f:
+    compressed = f.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+  return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
 def _decoded_lines(f: BinaryIO, path: str, report: SkipReport) -> Iterator[str]:
@@ -245,7 +242,7 @@ def _wikiextractor_documents(lines: Iterable[str], path: str,
   """
   document, title_seen, inside = [], False, False
   for line in lines:
-    if line.startswith("<doc ") or line == "<doc>":
+    if _opens_doc(line):
       document, title_seen, inside = [], False, True
     elif line == "</doc>":
       if document:
@@ -266,6 +263,10 @@ def _wikiextractor_documents(lines: Iterable[str], path: str,
       yield document
     else:
       report.add(EMPTY_DOCUMENT, path)
+
+
+def _opens_doc(line: str) -> bool:
+  return line.startswith("<doc ") or line == "<doc>"
 
 
 def _json_documents(lines: Iterable[str], path: str, text_field: str,

@@ -9,6 +9,7 @@ else Google's public copies) and downloaded and prepared on first use, as
 `tfds.load` does.
 """
 
+import importlib
 from typing import Iterator
 
 from absl import logging
@@ -23,7 +24,8 @@ RECORDS_PER_INPUT = 50_000
 def _tfds():
   try:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    # TFDS imports without TensorFlow, but its dataset builders do not.
+    importlib.import_module("tensorflow")
   except ImportError as error:
     raise DataError(f"tfds: sources need TensorFlow Datasets and TensorFlow ({error.name} is not "
                     "installed); pip install 'electra_jax[tfds]'") from None
@@ -48,8 +50,9 @@ def split_slices(dataset: str, split: str) -> list[tuple[str, int]]:
   try:
     num_records = builder.info.splits[split].num_examples
   except (KeyError, ValueError) as error:
+    splits = ", ".join(builder.info.splits)
     raise DataError(f"the TFDS dataset '{dataset}' has no split '{split}' ({error}); set "
-                    f"--config.data.tfds_split to one of {', '.join(builder.info.splits)}") from None
+                    f"--config.data.tfds_split to one of {splits}") from None
   if not num_records:
     raise DataError(f"the split '{split}' of the TFDS dataset '{dataset}' is empty")
   return [(f"{split}[{start}:{min(start + RECORDS_PER_INPUT, num_records)}]",
