@@ -22,7 +22,7 @@ from absl import flags, logging
 from configs import base as base_config
 from configs import small as small_config
 from electra_jax import cli, optim, train_step as train_step_lib
-from electra_jax.data import pipeline, shards
+from electra_jax.data import loader, pipeline, shards
 from electra_jax.errors import UserError
 from electra_jax.models import electra
 
@@ -55,7 +55,7 @@ def print_prepare_speed(name: str, manifest: dict, tokens: int) -> None:
 
 def loader_speed(data: shards.PreparedData, batch_size: int, num_batches: int) -> float:
   """Examples/s of the train iterator, after a warm-up of a few batches."""
-  iterator = pipeline.train_iterator(data, batch_size, seed=0)
+  iterator = loader.train_iterator(data, batch_size, seed=0)
   for _ in range(5):
     next(iterator)
   start = time.perf_counter()

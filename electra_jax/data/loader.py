@@ -12,7 +12,7 @@ together see exactly the batches of one host.
 The iterator is Grain's: reading and decoding run in background threads
 ahead of the step, and `get_state()` is a small dict (`{"next_index": step}`)
 that `set_state()` restores, so a resumed run continues with the very next
-batch. The checkpoint saves it with the model.
+batch: a checkpoint keeps it with the model.
 """
 
 import functools

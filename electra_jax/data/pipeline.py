@@ -68,8 +68,8 @@ def _load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, di
       break
   else:
     start = time.perf_counter()
-    lines = _tokenizer_documents(config, inputs)
-    tokenizer = train_tokenizer(lines, config.model.vocab_size, config.data.lowercase,
+    documents = _tokenizer_documents(config, inputs)
+    tokenizer = train_tokenizer(documents, config.model.vocab_size, config.data.lowercase,
                                 config.data.tokenizer_sentences, config.train.seed)
     logging.info("Trained a tokenizer of %d pieces in %.1f s", tokenizer.vocab_size,
                  time.perf_counter() - start)

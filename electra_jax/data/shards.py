@@ -81,7 +81,7 @@ def _pad(row: np.ndarray, length: int, value: int) -> np.ndarray:
 class ShardWriter:
   """Writes one shard under a temporary name; `commit` gives it its name, so a shard is whole.
 
-  A shard that gets no record is not written (`commit` returns False).
+  A shard that gets no record is not written.
   """
 
   def __init__(self, path: str):
@@ -94,13 +94,12 @@ class ShardWriter:
     self._writer.write(encode_record(row))
     self.num_records += 1
 
-  def commit(self) -> bool:
+  def commit(self) -> None:
     self._writer.close()
-    if not self.num_records:
+    if self.num_records:
+      os.replace(self._tmp_path, self._path)
+    else:
       os.remove(self._tmp_path)
-      return False
-    os.replace(self._tmp_path, self._path)
-    return True
 
   def abort(self) -> None:
     self._writer.close()
