@@ -15,7 +15,7 @@ that `set_state()` restores, so a resumed run continues with the very next
 batch: a checkpoint keeps it with the model.
 """
 
-import functools
+import sys
 import zlib
 
 import grain
@@ -40,13 +40,17 @@ def train_iterator(data: shards.PreparedData, batch_size: int, seed: int,
     raise DataError(f"the training split has {num_examples} examples, fewer than "
                     f"train.batch_size={batch_size}; lower --config.train.batch_size or add text")
   rows = host_rows(batch_size, process_index, process_count)
-  examples = (grain.MapDataset.source(_source(data, "train"))
-              .shuffle(seed=_order_seed(seed))
-              .repeat()
-              .map(functools.partial(shards.decode_record, max_seq_length=data.max_seq_length))
-              .batch(rows))
-  host_batches = examples[process_index::process_count]
-  return iter(host_batches.to_iter_dataset(
+  source = _source(data, "train")
+  order_seed = _order_seed(seed)
+
+  def host_batch(step: int) -> Batch:
+    positions = step * batch_size + process_index * rows + np.arange(rows)
+    records = [_shuffled(int(offset), num_examples, order_seed + int(epoch))
+               for epoch, offset in zip(*np.divmod(positions, num_examples))]
+    return shards.decode_records([source[r] for r in records], data.max_seq_length)
+
+  steps = grain.MapDataset.range(sys.maxsize).map(host_batch)
+  return iter(steps.to_iter_dataset(
       grain.ReadOptions(num_threads=_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES)))
 
 
@@ -62,25 +66,20 @@ def eval_batches(data: shards.PreparedData, batch_size: int, num_batches: int,
     raise DataError("the eval split has no examples; raise --config.data.eval_fraction or add "
                     "documents")
   rows = host_rows(batch_size, process_index, process_count)
-  count = max(1, min(num_batches, num_examples // batch_size))
   source = _source(data, "eval")
-  padding = shards.padding_example(data.max_seq_length)
-
-  def example(position: int) -> Batch:
-    if position >= num_examples:
-      return padding
-    return shards.decode_record(source[position], data.max_seq_length)
-
-  examples = grain.MapDataset.range(count * batch_size).map(example).batch(rows)
-  return list(examples[process_index::process_count])
+  batches = []
+  for step in range(max(1, min(num_batches, num_examples // batch_size))):
+    start = step * batch_size + process_index * rows
+    records = [source[r] for r in range(start, min(start + rows, num_examples))]
+    batches.append(shards.decode_records(records, data.max_seq_length, num_rows=rows))
+  return batches
 
 
 def read_examples(data: shards.PreparedData, split: str) -> Examples:
   """A whole split in memory, in order: for tests and inspection, not for training."""
   source = _source(data, split)
-  rows = [shards.decode_record(source[i], data.max_seq_length) for i in range(len(source))]
-  return Examples(input_ids=np.stack([row["input_ids"] for row in rows]),
-                  token_type_ids=np.stack([row["token_type_ids"] for row in rows]))
+  batch = shards.decode_records([source[r] for r in range(len(source))], data.max_seq_length)
+  return Examples(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
 
 
 def host_rows(batch_size: int, process_index: int, process_count: int) -> int:
@@ -97,8 +96,14 @@ def _source(data: shards.PreparedData, split: str) -> grain.sources.ArrayRecordD
   return grain.sources.ArrayRecordDataSource(data.shard_paths(split))
 
 
+def _shuffled(offset: int, num_examples: int, epoch_seed: int) -> int:
+  """The example at `offset` of an epoch: Grain's index shuffle, as its `shuffle` uses it."""
+  return grain.experimental.index_shuffle(offset, max_index=num_examples - 1,
+                                          seed=epoch_seed % 2**32, rounds=4)
+
+
 def _order_seed(seed: int) -> int:
-  """Grain's shuffle seed for the run's seed; Grain seeds epoch e with this + e.
+  """The shuffle seed of epoch 0 for the run's seed; epoch e uses this + e.
 
   A hash, not the seed itself, so that runs with seeds s and s+1 do not see
   the same orders one epoch apart.

@@ -59,23 +59,19 @@ def encode_record(row: np.ndarray) -> bytes:
   return row.astype(_RECORD_DTYPE).tobytes()
 
 
-def decode_record(record: bytes, max_seq_length: int) -> dict[str, np.ndarray]:
-  """One example padded to `max_seq_length`: input_ids and token_type_ids, int32 [L]."""
-  ids, types = np.frombuffer(record, _RECORD_DTYPE).reshape(2, -1)
-  return {"input_ids": _pad(ids, max_seq_length, PAD_ID),
-          "token_type_ids": _pad(types, max_seq_length, 0)}
+def decode_records(records: list[bytes], max_seq_length: int,
+                   num_rows: int | None = None) -> dict[str, np.ndarray]:
+  """Examples padded to `max_seq_length`: input_ids and token_type_ids, int32 [num_rows, L].
 
-
-def padding_example(max_seq_length: int) -> dict[str, np.ndarray]:
-  """An all-[PAD] example: fills eval batches; the losses ignore it."""
-  return {"input_ids": np.full(max_seq_length, PAD_ID, np.int32),
-          "token_type_ids": np.zeros(max_seq_length, np.int32)}
-
-
-def _pad(row: np.ndarray, length: int, value: int) -> np.ndarray:
-  padded = np.full(length, value, np.int32)
-  padded[:len(row)] = row
-  return padded
+  Rows past the records (when `num_rows` is larger) are all [PAD]: they fill
+  eval batches, and the losses ignore them.
+  """
+  shape = (len(records) if num_rows is None else num_rows, max_seq_length)
+  input_ids, token_type_ids = np.full(shape, PAD_ID, np.int32), np.zeros(shape, np.int32)
+  for row, record in enumerate(records):
+    ids, types = np.frombuffer(record, _RECORD_DTYPE).reshape(2, -1)
+    input_ids[row, :len(ids)], token_type_ids[row, :len(ids)] = ids, types
+  return {"input_ids": input_ids, "token_type_ids": token_type_ids}
 
 
 class ShardWriter:
