@@ -3,6 +3,7 @@
 import itertools
 import json
 
+import grain
 import numpy as np
 import pytest
 
@@ -129,3 +130,15 @@ def test_read_examples_reads_a_split_in_order(tmp_path):
   examples = loader.read_examples(data, "train")
   assert examples.input_ids[:, 0].tolist() == list(range(100, 140))
   assert examples.input_ids.shape == examples.token_type_ids.shape == (40, LENGTH)
+
+
+def test_the_order_is_that_of_grains_shuffle_repeat_batch(tmp_path):
+  data = numbered_data(tmp_path, 50)
+  source = grain.sources.ArrayRecordDataSource(data.shard_paths("train"))
+  reference = (grain.MapDataset.source(source)
+               .shuffle(seed=loader._order_seed(7))  # pylint: disable=protected-access
+               .repeat()
+               .map(lambda record: int(np.frombuffer(record, np.int32)[0]))
+               .batch(8))
+  expected = [reference[step].tolist() for step in range(15)]
+  assert global_batches(data, 8, seed=7, steps=15, hosts=1) == expected

@@ -9,10 +9,13 @@ two epochs. So the batch of step s is a function of (prepared data, seed, B, s)
 alone, and host i of N reads only rows [i*B/N, (i+1)*B/N) of it: N hosts
 together see exactly the batches of one host.
 
-The iterator is Grain's: reading and decoding run in background threads
-ahead of the step, and `get_state()` is a small dict (`{"next_index": step}`)
-that `set_state()` restores, so a resumed run continues with the very next
-batch: a checkpoint keeps it with the model.
+The order is that of Grain's `shuffle().repeat().batch()`, but each host
+batch is read as one element (its positions computed here) rather than row by
+row through three dataset layers: three times the examples/s. The iterator is
+Grain's: reading and decoding run in background threads ahead of the step,
+and `get_state()` is a small dict (`{"next_index": step}`) that `set_state()`
+restores, so a resumed run continues with the very next batch: a checkpoint
+keeps it with the model.
 """
 
 import sys
