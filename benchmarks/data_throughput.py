@@ -121,8 +121,8 @@ def main(argv: list[str]) -> None:
     load = loader_speed(prepared, batch, max(1, _LOADER_EXAMPLES.value // batch))
     print(f"{name}: loader {load:,.0f} examples/s (batches of {batch} x {length})", flush=True)
     train = train_step_speed(config, train_batch, _TRAIN_STEPS.value)
-    print(f"{name}: train step consumes {train:,.1f} examples/s (batch {train_batch} x {length}); "
-          f"loader margin {load / train:,.0f}x", flush=True)
+    print(f"{name}: train step consumes {train:,.2f} examples/s (batch {train_batch} x "
+          f"{length}); loader margin {load / train:,.0f}x", flush=True)
 
 
 if __name__ == "__main__":
