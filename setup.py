@@ -28,18 +28,29 @@ setup(
         "numpy>=1.26,<3",
         # TensorBoard event files without TensorFlow (a few hundred kB, pure Python).
         "tensorboardX>=2.6,<3",
+        # Prepared examples: ArrayRecord shards, read by Grain's loader.
+        "grain>=0.2.18,<0.3",
+        "array-record>=0.8,<0.9",
+        "tqdm>=4.60,<5",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],
         # The Hugging Face bridge: export and import need safetensors, tokenizers and
         # protobuf only; torch and transformers run the parity tests and read the older
-        # pytorch_model.bin checkpoints. ("tfds" for TFDS sources comes with its issue.)
+        # pytorch_model.bin checkpoints.
         "hf": [
             "safetensors>=0.4,<1",
             "tokenizers>=0.15,<1",
             "protobuf>=3.20",
             "torch>=2.1",
             "transformers>=4.40,<6",
+        ],
+        # TFDS corpora (--config.data.source=tfds:NAME): TFDS's dataset builders import
+        # TensorFlow; its CPU build is enough (and the smallest, on Linux).
+        "tfds": [
+            "tensorflow-datasets>=4.9.7,<5",
+            "tensorflow-cpu>=2.16,<3; sys_platform == 'linux'",
+            "tensorflow>=2.16,<3; sys_platform != 'linux'",
         ],
     },
 )

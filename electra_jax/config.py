@@ -70,13 +70,21 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.init_from = ""
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = ""  # empty: the built-in corpus (Python's own documentation)
+  # Empty: the built-in corpus (Python's own documentation). Else paths or globs
+  # (comma-separated) of text, JSON-lines or WikiExtractor files (.gz too), or tfds:NAME.
+  c.data.source = ""
+  c.data.text_field = "text"  # the field holding the text in JSON lines and TFDS records
+  c.data.tfds_split = "train"  # the split read from a tfds: source
+  c.data.dir = ""  # where the prepared shards go; empty: <workdir>/data
+  c.data.num_workers = 0  # processes preparing the data; 0: one per CPU core
   c.data.max_seq_length = 128
   c.data.lowercase = True
   c.data.eval_fraction = 0.02  # share of documents held out for evaluation
   c.data.tokenizer_sentences = 1_000_000  # lines sampled to train the tokenizer
   c.data.single_segment_prob = 0.1
   c.data.short_seq_prob = 0.05
+  # Shorter documents are skipped (and counted): their examples would be nearly all padding.
+  c.data.min_document_tokens = 5
   return c
 
 
@@ -143,13 +151,21 @@ _RULES: dict[str, Rule] = {
     "train.eval_batches": _POSITIVE_INT,
     "train.init_from": (lambda v: isinstance(v, str),
                         "a directory with discriminator/ and generator/ folders, or empty"),
-    "data.source": (lambda v: isinstance(v, str), "a string (empty for the built-in corpus)"),
+    "data.source": (lambda v: isinstance(v, str),
+                    "a string: paths or globs, tfds:NAME, or empty for the built-in corpus"),
+    "data.text_field": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "data.tfds_split": (lambda v: isinstance(v, str) and v.isidentifier(),
+                        "a TFDS split name such as train"),
+    "data.dir": (lambda v: isinstance(v, str), "a directory path (empty for <workdir>/data)"),
+    "data.num_workers": (lambda v: isinstance(v, int) and v >= 0,
+                         "an integer >= 0 (0: one per CPU core)"),
     "data.max_seq_length": (lambda v: isinstance(v, int) and v >= 8, "an integer >= 8"),
     "data.lowercase": (lambda v: isinstance(v, bool), "True or False"),
     "data.eval_fraction": _OPEN_FRACTION,
     "data.tokenizer_sentences": _POSITIVE_INT,
     "data.single_segment_prob": _PROBABILITY,
     "data.short_seq_prob": _PROBABILITY,
+    "data.min_document_tokens": _POSITIVE_INT,
 }
 
 

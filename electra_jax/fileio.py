@@ -55,3 +55,18 @@ def staged_directory(path: str) -> Iterator[str]:
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates the workdir and proves it writable before any work is done."""
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; "
+                    "choose another --workdir") from None
+  return workdir

@@ -6,9 +6,11 @@ trains the tiny config on the built-in corpus (Python's own documentation) in
 a few minutes on a CPU. Any config field can be overridden, for example
   --config.train.steps=2000 --config.train.batch_size=64
   --config.data.source='/data/books/*.txt' --config.data.max_seq_length=256
-The workdir receives the resolved config (config.json), metrics (metrics.jsonl
-and TensorBoard files under tensorboard/), the tokenizer (tokenizer.model) and
-the final parameters (params.msgpack).
+The first run prepares the corpus (tokenizer, packed examples in shards under
+<workdir>/data, or --config.data.dir) and later runs reuse it. The workdir
+receives the resolved config (config.json), metrics (metrics.jsonl and
+TensorBoard files under tensorboard/), the tokenizer (tokenizer.model) and the
+final parameters (params.msgpack).
 """
 
 import os
@@ -26,9 +28,9 @@ from electra_jax import cli, objective
 from electra_jax import metrics as metrics_lib
 from electra_jax import optim, train_step as train_step_lib
 from electra_jax.convert import pretrained
-from electra_jax.data import pipeline
+from electra_jax.data import loader, pipeline
 from electra_jax.errors import UserError
-from electra_jax.fileio import atomic_write
+from electra_jax.fileio import atomic_write, prepare_workdir
 from electra_jax.models import electra
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,24 +40,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,
     "Directory for this run's outputs: config.json, metrics.jsonl, tensorboard/, "
-    "tokenizer.model and params.msgpack. Created if missing.")
+    "tokenizer.model, params.msgpack, and the prepared data (data/, unless --config.data.dir "
+    "is set). Created if missing.")
 
 EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data its own way
-
-
-def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir and proves it writable before any work is done."""
-  workdir = os.path.abspath(workdir)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; "
-                    "choose another --workdir") from None
-  return workdir
 
 
 def log_parameter_counts(config: ml_collections.ConfigDict) -> None:
@@ -105,8 +93,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_step = train_step_lib.make_eval_step(model, settings)
 
   t = config.train
-  batches: Iterator[dict] = pipeline.train_batches(data.train, t.batch_size, t.seed)
-  eval_batches = pipeline.eval_batches(data.eval, t.batch_size, t.eval_batches)
+  hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  batches: Iterator[dict] = loader.train_iterator(data, t.batch_size, t.seed, **hosts)
+  eval_batches = loader.eval_batches(data, t.batch_size, t.eval_batches, **hosts)
   tokens_per_step = t.batch_size * config.data.max_seq_length
   writer = metrics_lib.MetricWriter(workdir)
   window, window_start = [], time.perf_counter()

@@ -60,6 +60,9 @@ class Tokenizer:
   def from_bytes(cls, model_proto: bytes) -> "Tokenizer":
     return cls(model_proto)
 
+  def __reduce__(self):  # worker processes receive the tokenizer pickled
+    return Tokenizer, (self._model_proto,)
+
   @classmethod
   def load(cls, path: str) -> "Tokenizer":
     try:
