@@ -132,8 +132,10 @@ def test_pretraining_starts_from_the_imported_weights(run):
   """One step at learning rate 0 (the warmup's first) leaves exactly the imported weights."""
   config, params, tmp_path = run
   corpus = tmp_path / "corpus.txt"
-  corpus.write_text("The quick brown fox jumps over the lazy dog.\nUnaffable dogs jump!\n\n" * 40)
-  config.data.source = str(corpus)
+  # Distinct documents: copies of one would all land on the same side of the eval split.
+  corpus.write_text("".join(f"The quick brown fox jumps over the lazy dog {i} times.\n"
+                            "Unaffable dogs jump!\n\n" for i in range(40)))
+  config.data.update(source=str(corpus), eval_fraction=0.25)
   config.train.update(init_from=str(tmp_path / "hf"), steps=1, batch_size=4, eval_batches=1,
                       log_every=1)
   config.optim.warmup_steps = 1
