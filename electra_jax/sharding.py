@@ -94,12 +94,17 @@ def is_primary() -> bool:
 def primary_first(fn: Callable[[], T], name: str) -> T:
   """Runs `fn` on process 0, then on the others: what process 0 writes, they then read.
 
-  All processes must call this with the same `name` (it is a barrier).
+  All processes must call this with the same `name`, which says what process 0
+  prepares (it is a barrier).
   """
   if jax.process_count() == 1:
     return fn()
   result = fn() if is_primary() else None
-  multihost_utils.sync_global_devices(name)
+  try:
+    multihost_utils.sync_global_devices(name)
+  except jax.errors.JaxRuntimeError as e:  # process 0 failed or is gone
+    raise UserError(f"process 0 did not finish preparing the {name}; its log says why "
+                    f"({str(e).splitlines()[0]})") from None
   return result if is_primary() else fn()
 
 
