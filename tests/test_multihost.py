@@ -1,6 +1,6 @@
-"""Two processes on localhost train together exactly as one process with all their devices.
+"""Processes on localhost join one run; two of them train exactly as one process with all devices.
 
-Each process has 4 simulated CPU devices and joins the other through
+Each process has 4 simulated CPU devices and joins the others through
 jax.distributed (gloo collectives); the reference is one process with 8. The
 mesh (fsdp 4 x tensor 2) spans both processes, so each holds half of every
 batch and a share of every parameter.
@@ -30,11 +30,15 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def cpu_env(devices: int, **extra: str) -> dict[str, str]:
+  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+              # Faster compiles; the reference and the pair are compiled alike.
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+                        "--xla_backend_optimization_level=0", **extra)
+
+
 def start_train(workdir, corpus, devices: int, *flags: str) -> subprocess.Popen:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-             # Faster compiles; the reference and the pair are compiled alike.
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-                       "--xla_backend_optimization_level=0")
+  env = cpu_env(devices)
   overrides = dict(steps=STEPS, log_every=1, eval_every=0, eval_batches=2, batch_size=8)
   return subprocess.Popen(
       [sys.executable, "-m", "electra_jax.train", "--config=configs/tiny.py",
@@ -45,17 +49,53 @@ def start_train(workdir, corpus, devices: int, *flags: str) -> subprocess.Popen:
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(processes: list[subprocess.Popen]) -> list[str]:
-  """Waits for all; their stderr. A failure in one stops the others."""
+def finish(processes: list[subprocess.Popen]) -> list[tuple[str, str]]:
+  """Waits for all; their (stdout, stderr). A failure in one stops the others."""
   try:
-    outputs = [p.communicate(timeout=600)[1] for p in processes]
+    outputs = [p.communicate(timeout=600) for p in processes]
   finally:
     for p in processes:
       if p.poll() is None:
         p.kill()
-  for p, err in zip(processes, outputs):
+  for p, (_, err) in zip(processes, outputs):
     assert p.returncode == 0, err[-3000:]
   return outputs
+
+
+# ---------------------------------------------------------------------------
+# Joining: from the cluster's environment, or alone
+# ---------------------------------------------------------------------------
+
+JOIN = ("from electra_jax import sharding; sharding.initialize_distributed(); import jax; "
+        "print(jax.process_index(), jax.process_count(), jax.device_count())")
+
+
+def join(environments: list[dict[str, str]]) -> list[str]:
+  processes = [subprocess.Popen([sys.executable, "-c", JOIN], cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for env in environments]
+  return [out.strip() for out, _ in finish(processes)]
+
+
+def slurm_task(task: int, tasks: int, port: int) -> dict[str, str]:
+  """What srun sets for one task of a job on this host (the port is JAX's override)."""
+  return cpu_env(4, SLURM_JOB_ID="1234", SLURM_STEP_NODELIST="localhost",
+                 SLURM_NTASKS=str(tasks), SLURM_PROCID=str(task), SLURM_LOCALID=str(task),
+                 JAX_COORDINATOR_PORT=str(port))
+
+
+def test_slurm_tasks_join_without_flags():
+  port = free_port()
+  assert join([slurm_task(i, 2, port) for i in range(2)]) == ["0 2 8", "1 2 8"]
+
+
+def test_without_a_cluster_or_with_one_slurm_task_a_process_runs_alone():
+  assert join([cpu_env(4), slurm_task(0, 1, free_port())]) == ["0 1 4", "0 1 4"]
+
+
+# ---------------------------------------------------------------------------
+# Training together
+# ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +106,7 @@ def runs(tmp_path_factory):
   processes = [start_train(tmp / "one", corpus, 8)] + [
       start_train(tmp / "two", corpus, 4, f"--coordinator_address=localhost:{port}",
                   "--num_processes=2", f"--process_id={i}") for i in range(2)]
-  _, *logs = finish(processes)
+  _, *logs = [err for _, err in finish(processes)]
   return tmp / "one", tmp / "two", logs
 
 
