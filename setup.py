@@ -18,8 +18,10 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["electra_jax", "electra_jax.*"]),
     install_requires=[
-        "jax>=0.4.35,<1",
-        "flax>=0.10,<1",
+        # jax.set_mesh (new in jax 0.7.1) puts the mesh in scope for flax's logical
+        # constraints; tested with jax 0.10.2 and flax 0.12.8.
+        "jax>=0.7.1,<1",
+        "flax>=0.12,<1",
         "optax>=0.2.5,<0.3",
         "orbax-checkpoint>=0.10,<1",
         "ml-collections>=1.0,<2",

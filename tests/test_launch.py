@@ -68,6 +68,12 @@ def test_notebook_is_well_formed_and_notes_tpu_runtimes():
   assert len(parameters) == 1
 
 
+# A smaller model and batch than tiny's: the cells' code is what is tested.
+FAST = ("--config.model.num_layers=1 --config.model.vocab_size=1000 "
+        "--config.data.max_seq_length=64 --config.train.batch_size=8 "
+        "--config.train.eval_batches=1")
+
+
 def test_notebook_code_cells_run_on_cpu(tmp_path):
   """Every code cell, in order, in one interpreter; a short run replaces the parameters."""
   notebook = json.loads(NOTEBOOK.read_text())
@@ -75,7 +81,7 @@ def test_notebook_code_cells_run_on_cpu(tmp_path):
   cells = []
   for cell in code_cells(notebook):
     if "parameters" in cell["metadata"].get("tags", []):
-      cells.append(f"STEPS = 3\nWARMUP_STEPS = 1\nWORKDIR = {str(workdir)!r}")
+      cells.append(f"STEPS = 3\nWARMUP_STEPS = 1\nWORKDIR = {str(workdir)!r}\nFLAGS = {FAST!r}")
     else:
       cells.append(as_python("".join(cell["source"])))
   script = tmp_path / "notebook.py"
