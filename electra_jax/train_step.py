@@ -3,8 +3,8 @@
 A step is a function of (state, batch) alone: its key is
 `fold_in(state.rng, state.step)`, so replaying the same batches from a saved
 state repeats a run exactly. Both steps are compiled once, ahead of time, for
-a device mesh (`compile_steps`): the state stays in its shardings (sharding.py)
-and its buffers are donated to the next state.
+a device mesh (`compile_training`, `compile_eval_step`): the state stays in its
+shardings (sharding.py) and its buffers are donated to the next state.
 """
 
 import functools
@@ -125,11 +125,10 @@ def compile_training(config: ml_collections.ConfigDict, mesh: Mesh) -> CompiledT
   init = functools.partial(create_train_state, config, model, optimizer)
   state, state_shardings = sharding.abstract_sharded(init, mesh, rules)
   batch_sharding = sharding.batch_sharding(mesh, config.train.batch_size)
-  with sharding.activate(mesh, rules):
-    train_step = make_train_step(
-        model, optimizer, optim.learning_rate_schedule(config), objective_settings(config),
-        state_shardings, batch_sharding).lower(state, _abstract_batch(config, batch_sharding))
-    train_step = train_step.compile()
+  train_step = make_train_step(model, optimizer, optim.learning_rate_schedule(config),
+                               objective_settings(config), state_shardings, batch_sharding)
+  with sharding.activate(mesh, rules):  # tracing applies the model's activation constraints
+    train_step = train_step.lower(state, _abstract_batch(config, batch_sharding)).compile()
   return CompiledTraining(
       init_state=sharding.sharded_initializer(init, state_shardings), train_step=train_step,
       abstract_state=state, batch_sharding=batch_sharding,

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 
 Dtype = Any
-Axes = tuple[str | None, ...]
 
 
 def partitioned(init: nn.initializers.Initializer, *axes: str | None
