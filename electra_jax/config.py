@@ -16,6 +16,31 @@ from electra_jax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
 
+# The device mesh's axes, outermost first: pure data parallelism, data parallelism
+# with parameters and optimizer state sharded (FSDP / ZeRO-3), and tensor
+# (Megatron-style) parallelism inside layers, which needs the fastest links.
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Which mesh axes each logical axis of the model is split over ("" = replicated).
+# The model names every parameter and main activation dimension with these
+# (models/encoder.py); earlier rules win when two dimensions of one array ask
+# for the same mesh axis. Parameter axes first, then activation axes.
+DEFAULT_AXIS_RULES = (
+    ("vocab", "tensor"),  # vocabulary rows of the word embeddings, the MLM bias
+    ("embed", "fsdp"),  # embedding width E
+    ("hidden", "fsdp"),  # a Transformer stack's width H
+    ("mlp", "tensor"),  # feed-forward width, discriminator head width
+    ("heads", "tensor"),  # attention heads
+    ("kv", ""),  # width of one head
+    ("batch", "data,fsdp"),  # examples of a batch
+    ("length", ""),  # sequence positions
+    ("activation_embed", ""),
+    ("activation_hidden", ""),
+    ("activation_mlp", "tensor"),
+    ("activation_heads", "tensor"),
+    ("activation_vocab", "tensor"),
+)
+
 
 def default_config() -> ml_collections.ConfigDict:
   """ELECTRA-Small with the paper's pre-training hyperparameters."""
@@ -68,6 +93,15 @@ def default_config() -> ml_collections.ConfigDict:
   # A directory with discriminator/ and generator/ Hugging Face ELECTRA folders
   # (as `electra_jax.export --format=hf` writes them) to start from; empty: random init.
   c.train.init_from = ""
+  c.train.dry_run = False  # compile, report memory and FLOPs per step, exit
+
+  # The device mesh: how many devices along each axis. -1 takes the devices the
+  # others leave (at most one -1); the product must equal the device count.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.rules = ml_collections.ConfigDict(dict(DEFAULT_AXIS_RULES))
 
   c.data = ml_collections.ConfigDict()
   # Empty: the built-in corpus (Python's own documentation). Else paths or globs
@@ -110,6 +144,24 @@ _PROBABILITY: Rule = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
 _OPEN_FRACTION: Rule = (lambda v: 0 < v < 1, "a number in (0, 1)")
 _FRACTION: Rule = (lambda v: 0 < v <= 1, "a number in (0, 1]")
 _BETA: Rule = (lambda v: 0 <= v < 1, "a number in [0, 1)")
+_MESH_SIZE: Rule = (lambda v: isinstance(v, int) and (v > 0 or v == -1),
+                    "a positive integer, or -1 for the devices the other axes leave")
+
+
+def mesh_axes_of(rule: str) -> tuple[str, ...]:
+  """The mesh axes of an axis rule's value: "data,fsdp" -> ("data", "fsdp"), "" -> ()."""
+  return tuple(axis.strip() for axis in rule.split(",") if axis.strip())
+
+
+def _is_axis_rule(value: Any) -> bool:
+  if not isinstance(value, str):
+    return False
+  axes = mesh_axes_of(value)
+  return set(axes) <= set(MESH_AXES) and len(set(axes)) == len(axes)
+
+
+_AXIS_RULE: Rule = (_is_axis_rule, f"mesh axes from {', '.join(MESH_AXES)}, comma-separated "
+                    "and each at most once, or empty for replicated")
 
 _RULES: dict[str, Rule] = {
     "model.vocab_size": (lambda v: isinstance(v, int) and v > 5,
@@ -151,6 +203,11 @@ _RULES: dict[str, Rule] = {
     "train.eval_batches": _POSITIVE_INT,
     "train.init_from": (lambda v: isinstance(v, str),
                         "a directory with discriminator/ and generator/ folders, or empty"),
+    "train.dry_run": (lambda v: isinstance(v, bool), "True or False"),
+    "mesh.data": _MESH_SIZE,
+    "mesh.fsdp": _MESH_SIZE,
+    "mesh.tensor": _MESH_SIZE,
+    **{f"mesh.rules.{name}": _AXIS_RULE for name, _ in DEFAULT_AXIS_RULES},
     "data.source": (lambda v: isinstance(v, str),
                     "a string: paths or globs, tfds:NAME, or empty for the built-in corpus"),
     "data.text_field": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
@@ -220,6 +277,10 @@ def _validate_relations(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config field 'objective.max_predictions_per_seq' = "
                       f"{max_predictions_per_seq(config)} must be below "
                       f"'data.max_seq_length' - 2 = {d.max_seq_length - 2}")
+  sizes = [config.mesh[axis] for axis in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ConfigError(f"config fields 'mesh.{{data,fsdp,tensor}}' = {tuple(sizes)} have more "
+                      "than one -1; give all but one axis a size")
   if config.optim.warmup_steps > config.train.steps:
     raise ConfigError(f"config field 'optim.warmup_steps' = {config.optim.warmup_steps} "
                       f"exceeds 'train.steps' = {config.train.steps}")

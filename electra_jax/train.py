@@ -11,8 +11,15 @@ The first run prepares the corpus (tokenizer, packed examples in shards under
 receives the resolved config (config.json), metrics (metrics.jsonl and
 TensorBoard files under tensorboard/), the tokenizer (tokenizer.model) and the
 final parameters (params.msgpack).
+
+The same command runs on any number of devices and hosts: the device mesh is
+`--config.mesh.*`, and on Cloud TPU VMs and under SLURM the processes find each
+other by themselves (elsewhere: --coordinator_address, --num_processes,
+--process_id). --config.train.dry_run=True compiles the step, reports its
+memory per device and FLOPs, and exits.
 """
 
+import functools
 import os
 import time
 from typing import Iterator
@@ -24,9 +31,9 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import cli, objective
+from electra_jax import cli, objective, sharding
 from electra_jax import metrics as metrics_lib
-from electra_jax import optim, train_step as train_step_lib
+from electra_jax import train_step as train_step_lib
 from electra_jax.convert import pretrained
 from electra_jax.data import loader, pipeline
 from electra_jax.errors import UserError
@@ -41,7 +48,19 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None,
     "Directory for this run's outputs: config.json, metrics.jsonl, tensorboard/, "
     "tokenizer.model, params.msgpack, and the prepared data (data/, unless --config.data.dir "
-    "is set). Created if missing.")
+    "is set). Created if missing. Only process 0 writes to it; "
+    "in a multi-host run it should be a directory every host can read.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None,
+    "Multi-process runs where no cluster tells JAX its peers: host:port of process 0, "
+    "the same on every process (or JAX_COORDINATOR_ADDRESS). Not needed on Cloud TPU VMs "
+    "or under SLURM.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Multi-process runs: how many processes (or JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None,
+    "Multi-process runs: this process's index, 0 to num_processes - 1 (or JAX_PROCESS_ID). "
+    "Process 0 writes the workdir and the logs.")
 
 EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data its own way
 
@@ -53,12 +72,28 @@ def log_parameter_counts(config: ml_collections.ConfigDict) -> None:
                              ("discriminator", "embeddings", "generator", "total")))
 
 
-def evaluate(eval_step, params, batches: list[dict], seed: int) -> dict[str, float]:
+def log_compiled(training: train_step_lib.CompiledTraining, mesh: jax.sharding.Mesh) -> None:
+  """What one train step costs, from XLA's ahead-of-time compile."""
+  cost, gib = training.cost, 2.0**30
+  capacity = sharding.device_memory_bytes()
+  logging.info(
+      "Compiled the train step in %.1f s for a mesh of %s (%d devices): %.3g FLOPs per step; "
+      "per device %.3f GiB peak = %.3f GiB inputs (state and batch) + %.3f GiB temporaries "
+      "+ %.3f GiB outputs not written in place%s", training.compile_seconds,
+      " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items()), mesh.size,
+      cost["flops"], cost["peak_bytes"] / gib, cost["argument_bytes"] / gib,
+      cost["temp_bytes"] / gib, (cost["output_bytes"] - cost["alias_bytes"]) / gib,
+      f" (the device has {capacity / gib:.1f} GiB)" if capacity else "")
+
+
+def evaluate(eval_step, params, batches: list[dict], seed: int,
+             key_sharding: jax.sharding.Sharding) -> dict[str, float]:
   """Held-out metrics with a fixed corruption, plus the discriminator's AUC."""
   eval_key = jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_STREAM)
   totals, scores, labels = {}, [], []
   for i, batch in enumerate(batches):
-    stats, disc = jax.device_get(eval_step(params, batch, jax.random.fold_in(eval_key, i)))
+    key = jax.device_put(jax.random.fold_in(eval_key, i), key_sharding)
+    stats, disc = jax.device_get(eval_step(params, batch, key))
     totals = {k: totals.get(k, 0.0) + float(v) for k, v in stats.items()}
     real = disc["real_tokens"] > 0
     scores.append(disc["logits"][real])
@@ -75,39 +110,64 @@ def format_progress(step: int, total_steps: int, m: dict[str, float], eta_s: flo
           f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta_s))}")
 
 
+class _Discard:
+  """Stands in for the metric writer on processes other than 0."""
+
+  def write(self, *args) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Runs pre-training as `config` says; returns the final evaluation metrics."""
-  workdir = prepare_workdir(workdir)
-  log_parameter_counts(config)
-  initial_params = pretrained.init_from_hf(config, workdir) if config.train.init_from else None
-  data = pipeline.prepare(config, workdir)
-  atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+  """Runs pre-training as `config` says; returns the final evaluation metrics.
 
-  model = electra.build_pretrainer(config)
-  optimizer = optim.build_optimizer(config)
-  schedule = optim.learning_rate_schedule(config)
-  settings = train_step_lib.objective_settings(config)
-  state = jax.jit(lambda params: train_step_lib.create_train_state(config, model, optimizer,
-                                                                  params))(initial_params)
-  train_step = train_step_lib.make_train_step(model, optimizer, schedule, settings)
-  eval_step = train_step_lib.make_eval_step(model, settings)
-
+  With `train.dry_run`, compiles the step, reports its cost and returns that
+  instead (sharding.compiled_cost), without reading data or writing anything.
+  """
   t = config.train
+  log_parameter_counts(config)
+  mesh = sharding.create_mesh(config.mesh)
+  sharding.batch_sharding(mesh, t.batch_size)  # refuses a batch the mesh cannot split, early
+  if t.dry_run:
+    training = train_step_lib.compile_training(config, mesh)
+    log_compiled(training, mesh)
+    logging.info("Dry run: compiled and reported, not training")
+    return training.cost
+
+  primary = sharding.is_primary()
+  workdir = prepare_workdir(workdir) if primary else os.path.abspath(workdir)
+  # Process 0 writes the imported vocabulary, the tokenizer and the prepared data;
+  # the others wait, then read them.
+  imported_params = (sharding.primary_first(lambda: pretrained.init_from_hf(config, workdir),
+                                            "imported checkpoint") if t.init_from else None)
+  data = sharding.primary_first(lambda: pipeline.prepare(config, workdir), "prepared data")
+  if primary:
+    atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+
+  training = train_step_lib.compile_training(config, mesh)
+  log_compiled(training, mesh)
+  eval_step = train_step_lib.compile_eval_step(config, mesh, training.abstract_state.params)
+  state = training.init_state()
+  if imported_params is not None:  # Adam's moments start at zero whatever the parameters
+    state = state.replace(params=jax.device_put(
+        imported_params, jax.tree.map(lambda x: x.sharding, training.abstract_state.params)))
+  to_global = functools.partial(sharding.global_batch, sharding=training.batch_sharding,
+                                batch_size=t.batch_size)
   hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
   batches: Iterator[dict] = loader.train_iterator(data, t.batch_size, t.seed, **hosts)
-  eval_batches = loader.eval_batches(data, t.batch_size, t.eval_batches, **hosts)
+  eval_batches = [to_global(b) for b in loader.eval_batches(data, t.batch_size, t.eval_batches,
+                                                            **hosts)]
   tokens_per_step = t.batch_size * config.data.max_seq_length
-  writer = metrics_lib.MetricWriter(workdir)
-  window, window_start = [], time.perf_counter()
+  writer = metrics_lib.MetricWriter(workdir) if primary else _Discard()
   eval_metrics = {}
+  # The step was compiled ahead of time: the first one is timed like the others.
+  window, window_start = [], time.perf_counter()
   for step in range(1, t.steps + 1):
-    state, stats = train_step(state, next(batches))
+    state, stats = training.train_step(state, to_global(next(batches)))
     window.append(stats)
-    if step == 1:  # the first step compiles: time the rest
-      jax.block_until_ready(stats)
-      logging.info("Compiled the train step in %.1f s", time.perf_counter() - window_start)
-      window, window_start = [], time.perf_counter()
-    if window and (step % t.log_every == 0 or step == t.steps):
+    if step % t.log_every == 0 or step == t.steps:
       totals = jax.tree_util.tree_map(lambda *xs: float(np.sum(xs)), *jax.device_get(window))
       elapsed = time.perf_counter() - window_start
       train_metrics = objective.summarize(totals, len(window))
@@ -119,16 +179,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                    (t.steps - step) * elapsed / len(window)))
       window, window_start = [], time.perf_counter()
     if step == t.steps or (t.eval_every and step % t.eval_every == 0):
-      eval_metrics = evaluate(eval_step, state.params, eval_batches, t.seed)
+      eval_metrics = evaluate(eval_step, state.params, eval_batches, t.seed,
+                              sharding.replicated(mesh))
       writer.write(step, "eval", eval_metrics)
       logging.info("eval at step %d: %s", step,
                    ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
       window_start = time.perf_counter()  # evaluation time is not training time
   writer.close()
 
-  params_path = os.path.join(workdir, "params.msgpack")
-  atomic_write(params_path, flax.serialization.msgpack_serialize(jax.device_get(state.params)))
-  logging.info("Wrote the final parameters to %s", params_path)
+  params = sharding.to_host(state.params)  # every process takes part in gathering them
+  if primary:
+    params_path = os.path.join(workdir, "params.msgpack")
+    atomic_write(params_path, flax.serialization.msgpack_serialize(params))
+    logging.info("Wrote the final parameters to %s", params_path)
   return eval_metrics
 
 
@@ -136,9 +199,13 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; see --help")
   config = cli.resolved_config(_CONFIG)
-  if not _WORKDIR.value:
+  if not _WORKDIR.value and not config.train.dry_run:
     raise UserError("--workdir is required: the directory that receives this run's outputs")
-  train_and_evaluate(config, _WORKDIR.value)
+  sharding.initialize_distributed(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
+  if not sharding.is_primary():
+    logging.set_verbosity(logging.WARNING)  # process 0 reports for all
+  train_and_evaluate(config, _WORKDIR.value or "")
 
 
 if __name__ == "__main__":

@@ -2,19 +2,24 @@
 
 A step is a function of (state, batch) alone: its key is
 `fold_in(state.rng, state.step)`, so replaying the same batches from a saved
-state repeats a run exactly.
+state repeats a run exactly. Both steps are compiled once, ahead of time, for
+a device mesh (`compile_training`, `compile_eval_step`): the state stays in its
+shardings (sharding.py) and its buffers are donated to the next state.
 """
 
-from typing import Any, Callable
+import functools
+import time
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.sharding import Mesh, NamedSharding
 
 from electra_jax import config as config_lib
-from electra_jax import objective
+from electra_jax import objective, optim, sharding
 from electra_jax.models import electra
 
 Batch = dict[str, jax.Array]
@@ -39,20 +44,28 @@ def objective_settings(config: ml_collections.ConfigDict) -> objective.Objective
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: electra.ElectraPretrainer,
-                       optimizer: optax.GradientTransformation, params: Any = None) -> TrainState:
-  """Initial state from `train.seed`: parameters (unless given), optimizer moments, step 0."""
+                       optimizer: optax.GradientTransformation) -> TrainState:
+  """Initial state from `train.seed`: parameters, optimizer moments, step 0.
+
+  Parameters and moments come boxed with their logical axis names, for
+  sharding.sharded_initializer, which creates each in its shards and unboxes it.
+  """
   init_key, run_key = jax.random.split(jax.random.PRNGKey(config.train.seed))
-  if params is None:
-    params = electra.init_params(model, init_key, config.data.max_seq_length,
-                                 config_lib.max_predictions_per_seq(config))
+  params = electra.init_partitioned_params(model, init_key, config.data.max_seq_length,
+                                           config_lib.max_predictions_per_seq(config))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params), rng=run_key)
 
 
 def make_train_step(model: electra.ElectraPretrainer, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, settings: objective.ObjectiveSettings
+                    schedule: optax.Schedule, settings: objective.ObjectiveSettings,
+                    state_shardings: Any, batch_sharding: NamedSharding
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-  """One jitted update; the old state's buffers are donated to the new one."""
+  """One jitted update; the old state's buffers are donated to the new one.
+
+  The state keeps `state_shardings`; the statistics come back replicated, so
+  that every process can read them.
+  """
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(state.rng, state.step)
@@ -64,10 +77,13 @@ def make_train_step(model: electra.ElectraPretrainer, optimizer: optax.GradientT
     stats = dict(stats, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
 
-  return jax.jit(train_step, donate_argnums=0)
+  replicated = sharding.replicated(batch_sharding.mesh)
+  return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
-def make_eval_step(model: electra.ElectraPretrainer, settings: objective.ObjectiveSettings
+def make_eval_step(model: electra.ElectraPretrainer, settings: objective.ObjectiveSettings,
+                   param_shardings: Any, batch_sharding: NamedSharding
                    ) -> Callable[[Any, Batch, jax.Array], tuple[dict, dict]]:
   """Loss statistics and per-token discriminator outputs, dropout off.
 
@@ -80,4 +96,61 @@ def make_eval_step(model: electra.ElectraPretrainer, settings: objective.Objecti
                                                       deterministic=True)
     return stats, disc_outputs
 
-  return jax.jit(eval_step)
+  replicated = sharding.replicated(batch_sharding.mesh)
+  return jax.jit(eval_step, in_shardings=(param_shardings, batch_sharding, replicated),
+                 out_shardings=replicated)
+
+
+class CompiledTraining(NamedTuple):
+  """A config's initial state and train step for one mesh, compiled ahead of time."""
+
+  init_state: Callable[[], TrainState]  # creates the initial state in its shardings
+  train_step: Callable[[TrainState, Batch], tuple[TrainState, dict]]
+  abstract_state: TrainState  # shapes, dtypes and shardings of the state
+  batch_sharding: NamedSharding
+  cost: dict[str, float]  # FLOPs and bytes per device of one step (sharding.compiled_cost)
+  compile_seconds: float
+
+
+def compile_training(config: ml_collections.ConfigDict, mesh: Mesh) -> CompiledTraining:
+  """Compiles the train step for `mesh` from shapes alone.
+
+  Nothing is allocated until `init_state()` is called, so a model too big for
+  this machine still compiles and reports what it would need (`train.dry_run`).
+  """
+  start = time.perf_counter()
+  model = electra.build_pretrainer(config)
+  optimizer = optim.build_optimizer(config)
+  rules = sharding.axis_rules(config.mesh)
+  init = functools.partial(create_train_state, config, model, optimizer)
+  state, state_shardings = sharding.abstract_sharded(init, mesh, rules)
+  batch_sharding = sharding.batch_sharding(mesh, config.train.batch_size)
+  train_step = make_train_step(model, optimizer, optim.learning_rate_schedule(config),
+                               objective_settings(config), state_shardings, batch_sharding)
+  with sharding.activate(mesh, rules):  # tracing applies the model's activation constraints
+    train_step = train_step.lower(state, _abstract_batch(config, batch_sharding)).compile()
+  return CompiledTraining(
+      init_state=sharding.sharded_initializer(init, state_shardings), train_step=train_step,
+      abstract_state=state, batch_sharding=batch_sharding,
+      cost=sharding.compiled_cost(train_step, mesh.size),
+      compile_seconds=time.perf_counter() - start)
+
+
+def compile_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, abstract_params: Any
+                      ) -> Callable[[Any, Batch, jax.Array], tuple[dict, dict]]:
+  """Compiles the eval step for parameters laid out as `abstract_params` say."""
+  model = electra.build_pretrainer(config)
+  rules = sharding.axis_rules(config.mesh)
+  batch_sharding = sharding.batch_sharding(mesh, config.train.batch_size)
+  param_shardings = jax.tree.map(lambda x: x.sharding, abstract_params)
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
+  with sharding.activate(mesh, rules):
+    eval_step = make_eval_step(model, objective_settings(config), param_shardings, batch_sharding)
+    return eval_step.lower(abstract_params, _abstract_batch(config, batch_sharding), key).compile()
+
+
+def _abstract_batch(config: ml_collections.ConfigDict,
+                    batch_sharding: NamedSharding) -> dict[str, jax.ShapeDtypeStruct]:
+  shape = (config.train.batch_size, config.data.max_seq_length)
+  return {name: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding)
+          for name in ("input_ids", "token_type_ids")}

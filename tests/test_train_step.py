@@ -1,13 +1,12 @@
 """The optimizer, the schedule and the compiled train step."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from conftest import load_config
-from electra_jax import optim, train_step as train_step_lib
+from electra_jax import optim, sharding, train_step as train_step_lib
 from electra_jax.models import electra
 
 
@@ -42,20 +41,23 @@ def test_weight_decay_skips_layer_norm_and_biases():
   assert not mask["generator_head"]["output_bias"]
 
 
+def compile_for_one_device(config, batch):
+  """The compiled training, its initial state, and `batch` (numpy) as the step takes it."""
+  config.train.batch_size = len(batch["input_ids"])
+  training = train_step_lib.compile_training(config, sharding.create_mesh(config.mesh))
+  return (training, training.init_state(),
+          sharding.global_batch(batch, training.batch_sharding, config.train.batch_size))
+
+
 def run_steps(config, num_steps):
-  model = electra.build_pretrainer(config)
-  optimizer = optim.build_optimizer(config)
-  state = train_step_lib.create_train_state(config, model, optimizer)
-  step = train_step_lib.make_train_step(model, optimizer, optim.learning_rate_schedule(config),
-                                        train_step_lib.objective_settings(config))
   rng = np.random.default_rng(0)
   ids = rng.integers(5, 20, size=(8, 16))  # a tiny vocabulary: easy to learn
   ids[:, 0], ids[:, -1] = 2, 3
-  batch = {"input_ids": jnp.asarray(ids, jnp.int32),
-           "token_type_ids": jnp.zeros((8, 16), jnp.int32)}
+  training, state, batch = compile_for_one_device(
+      config, {"input_ids": ids.astype(np.int32), "token_type_ids": np.zeros((8, 16), np.int32)})
   history = []
   for _ in range(num_steps):
-    state, stats = step(state, batch)
+    state, stats = training.train_step(state, batch)
     history.append(jax.device_get(stats))
   return state, history
 
@@ -86,15 +88,11 @@ def test_gradient_clipping_at_global_norm():
   config.optim.warmup_steps = 0
   config.optim.weight_decay = 0.0
   # Adam normalises the update, so the clipping shows in its first moment.
-  model = electra.build_pretrainer(config)
-  optimizer = optim.build_optimizer(config)
-  state = train_step_lib.create_train_state(config, model, optimizer)
-  step = train_step_lib.make_train_step(model, optimizer, optim.learning_rate_schedule(config),
-                                        train_step_lib.objective_settings(config))
-  ids = np.full((2, 16), 7)
+  ids = np.full((2, 16), 7, np.int32)
   ids[:, 0], ids[:, -1] = 2, 3
-  state, stats = step(state, {"input_ids": jnp.asarray(ids, jnp.int32),
-                              "token_type_ids": jnp.zeros((2, 16), jnp.int32)})
+  training, state, batch = compile_for_one_device(
+      config, {"input_ids": ids, "token_type_ids": np.zeros((2, 16), np.int32)})
+  state, stats = training.train_step(state, batch)
   adam_state = state.opt_state[1][0]
   first_moment_norm = float(optax.tree.norm(adam_state.mu))
   assert float(stats["grad_norm"]) > 1e-3

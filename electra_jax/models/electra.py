@@ -22,7 +22,7 @@ import ml_collections
 from electra_jax import config as config_lib
 from electra_jax.data.tokenizer import PAD_ID
 from electra_jax.models.encoder import (Encoder, EncoderSizes, ModelSettings, SharedEmbeddings,
-                                        gelu)
+                                        gelu, partitioned)
 
 
 class GeneratorHead(nn.Module):
@@ -34,10 +34,12 @@ class GeneratorHead(nn.Module):
 
   @nn.compact
   def __call__(self, hidden: jax.Array, embeddings: SharedEmbeddings) -> jax.Array:
-    x = gelu(self.settings.dense(self.embedding_size, "dense")(hidden))
-    x = self.settings.layer_norm("layer_norm")(x).astype(self.settings.dtype)
-    output_bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,))
-    return embeddings.attend(x).astype(jnp.float32) + output_bias
+    x = gelu(self.settings.dense(self.embedding_size, "dense", ("hidden", "embed"))(hidden))
+    x = self.settings.layer_norm("layer_norm", "embed")(x).astype(self.settings.dtype)
+    output_bias = self.param("output_bias", partitioned(nn.initializers.zeros, "vocab"),
+                             (self.vocab_size,))
+    logits = embeddings.attend(x).astype(jnp.float32) + output_bias
+    return nn.with_logical_constraint(logits, ("batch", None, "activation_vocab"))
 
 
 class DiscriminatorHead(nn.Module):
@@ -48,8 +50,9 @@ class DiscriminatorHead(nn.Module):
 
   @nn.compact
   def __call__(self, hidden: jax.Array) -> jax.Array:
-    x = gelu(self.settings.dense(self.hidden_size, "dense")(hidden))
-    return self.settings.dense(1, "prediction")(x)[..., 0].astype(jnp.float32)
+    x = gelu(self.settings.dense(self.hidden_size, "dense", ("hidden", "mlp"))(hidden))
+    logits = self.settings.dense(1, "prediction", ("mlp", None))(x)[..., 0].astype(jnp.float32)
+    return nn.with_logical_constraint(logits, ("batch", "length"))
 
 
 class ElectraPretrainer(nn.Module):
@@ -84,6 +87,7 @@ class ElectraPretrainer(nn.Module):
     embedded = self.embeddings(input_ids, token_type_ids, deterministic)
     hidden = self.generator(embedded, attention_mask, deterministic)
     at_positions = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+    at_positions = nn.with_logical_constraint(at_positions, ("batch", None, "activation_hidden"))
     return self.generator_head(at_positions, self.embeddings)
 
   def discriminator_logits(self, input_ids: jax.Array, token_type_ids: jax.Array,
@@ -127,12 +131,22 @@ def build_pretrainer(config: ml_collections.ConfigDict) -> ElectraPretrainer:
       settings=settings)
 
 
-def init_params(model: ElectraPretrainer, rng: jax.Array, seq_length: int,
-                num_predictions: int) -> dict:
-  """Fresh parameters; under `jax.eval_shape` this allocates nothing."""
+def init_partitioned_params(model: ElectraPretrainer, rng: jax.Array, seq_length: int,
+                            num_predictions: int) -> dict:
+  """Fresh parameters, each boxed in `nn.LogicallyPartitioned` with its logical axis names.
+
+  Under `jax.eval_shape` this allocates nothing: sharding.py reads the names
+  from the boxes to place every parameter before it is created.
+  """
   ids = jnp.zeros((1, seq_length), jnp.int32)
   positions = jnp.zeros((1, num_predictions), jnp.int32)
   return model.init(rng, ids, ids, positions)["params"]
+
+
+def init_params(model: ElectraPretrainer, rng: jax.Array, seq_length: int,
+                num_predictions: int) -> dict:
+  """Fresh parameters as plain arrays (the tree that apply, optimizers and files see)."""
+  return nn.unbox(init_partitioned_params(model, rng, seq_length, num_predictions))
 
 
 def parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]:

@@ -3,6 +3,12 @@
 Post-LayerNorm blocks with exact (erf) GELU and LayerNorm epsilon 1e-12, as in
 BERT and the original ELECTRA, so that weights move to and from Hugging Face
 unchanged. Parameters are float32; `dtype` is the compute dtype.
+
+Every parameter carries logical axis names ("vocab", "embed", "hidden", "mlp",
+"heads", "kv"; None for a dimension never split) and the main activations are
+constrained by them ("batch", "length", "activation_*"). The config's
+`mesh.rules` map these names onto the device mesh (sharding.py); without a
+mesh they change nothing.
 """
 
 import dataclasses
@@ -13,6 +19,12 @@ import jax
 import jax.numpy as jnp
 
 Dtype = Any
+
+
+def partitioned(init: nn.initializers.Initializer, *axes: str | None
+                ) -> nn.initializers.Initializer:
+  """`init` whose parameter carries one logical axis name per dimension."""
+  return nn.with_logical_partitioning(init, axes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,15 +47,24 @@ class ModelSettings:
   layer_norm_eps: float = 1e-12
   dtype: Dtype = jnp.float32
 
-  def kernel_init(self) -> nn.initializers.Initializer:
-    return nn.initializers.normal(self.initializer_range)
+  def kernel_init(self, *axes: str | None) -> nn.initializers.Initializer:
+    return partitioned(nn.initializers.normal(self.initializer_range), *axes)
 
-  def layer_norm(self, name: str) -> nn.LayerNorm:
+  def layer_norm(self, name: str, axis: str) -> nn.LayerNorm:
     # float32 statistics whatever the compute dtype: bf16 variances lose too much.
-    return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=jnp.float32, name=name)
+    return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=jnp.float32,
+                        scale_init=partitioned(nn.initializers.ones, axis),
+                        bias_init=partitioned(nn.initializers.zeros, axis), name=name)
 
-  def dense(self, features: int, name: str) -> nn.Dense:
-    return nn.Dense(features, dtype=self.dtype, kernel_init=self.kernel_init(), name=name)
+  def dense(self, features: int, name: str, axes: tuple[str | None, str | None]) -> nn.Dense:
+    """A dense layer whose kernel's (input, output) dimensions are named `axes`."""
+    return nn.Dense(features, dtype=self.dtype, kernel_init=self.kernel_init(*axes),
+                    bias_init=partitioned(nn.initializers.zeros, axes[1]), name=name)
+
+
+ACTIVATION_EMBED = ("batch", "length", "activation_embed")
+ACTIVATION_HIDDEN = ("batch", "length", "activation_hidden")
+ACTIVATION_HEADS = ("batch", "length", "activation_heads", "kv")
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -63,9 +84,14 @@ class SelfAttention(nn.Module):
     heads = self.sizes.num_heads
     head_dim = self.sizes.hidden_size // heads
 
+    # nn.Einsum rather than nn.DenseGeneral (same parameters): DenseGeneral creates
+    # its kernel flat, which flax's logical constraints reject under a mesh.
     def project(name: str) -> jax.Array:
-      return nn.DenseGeneral((heads, head_dim), dtype=s.dtype, kernel_init=s.kernel_init(),
-                             name=name)(x)
+      projected = nn.Einsum(
+          (x.shape[-1], heads, head_dim), "bld,dhk->blhk", dtype=s.dtype,
+          kernel_init=s.kernel_init("hidden", "heads", "kv"),
+          bias_init=partitioned(nn.initializers.zeros, "heads", "kv"), name=name)(x)
+      return nn.with_logical_constraint(projected, ACTIVATION_HEADS)
 
     query, key, value = project("query"), project("key"), project("value")
     scores = jnp.einsum("bqhd,bkhd->bhqk", query * head_dim**-0.5, key)
@@ -73,9 +99,12 @@ class SelfAttention(nn.Module):
                        jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1).astype(s.dtype)
     weights = nn.Dropout(s.attention_dropout_rate)(weights, deterministic=deterministic)
-    context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-    return nn.DenseGeneral(self.sizes.hidden_size, axis=(-2, -1), dtype=s.dtype,
-                           kernel_init=s.kernel_init(), name="output")(context)
+    context = nn.with_logical_constraint(jnp.einsum("bhqk,bkhd->bqhd", weights, value),
+                                         ACTIVATION_HEADS)
+    return nn.Einsum((heads, head_dim, self.sizes.hidden_size), "blhk,hkd->bld", dtype=s.dtype,
+                     kernel_init=s.kernel_init("heads", "kv", "hidden"),
+                     bias_init=partitioned(nn.initializers.zeros, "hidden"),
+                     name="output")(context)
 
 
 class TransformerLayer(nn.Module):
@@ -89,11 +118,14 @@ class TransformerLayer(nn.Module):
     s = self.settings
     dropout = nn.Dropout(s.dropout_rate)
     attended = SelfAttention(self.sizes, s, name="attention")(x, attention_mask, deterministic)
-    x = s.layer_norm("attention_layer_norm")(x + dropout(attended, deterministic=deterministic))
-    hidden = gelu(s.dense(self.sizes.intermediate_size, "intermediate")(x))
-    out = s.dense(self.sizes.hidden_size, "output")(hidden)
-    x = s.layer_norm("output_layer_norm")(x + dropout(out, deterministic=deterministic))
-    return x.astype(s.dtype)
+    x = s.layer_norm("attention_layer_norm", "hidden")(
+        x + dropout(attended, deterministic=deterministic))
+    hidden = gelu(s.dense(self.sizes.intermediate_size, "intermediate", ("hidden", "mlp"))(x))
+    hidden = nn.with_logical_constraint(hidden, ("batch", "length", "activation_mlp"))
+    out = s.dense(self.sizes.hidden_size, "output", ("mlp", "hidden"))(hidden)
+    x = s.layer_norm("output_layer_norm", "hidden")(
+        x + dropout(out, deterministic=deterministic))
+    return nn.with_logical_constraint(x.astype(s.dtype), ACTIVATION_HIDDEN)
 
 
 class Encoder(nn.Module):
@@ -111,7 +143,8 @@ class Encoder(nn.Module):
                deterministic: bool) -> jax.Array:
     x = embedded
     if x.shape[-1] != self.sizes.hidden_size:
-      x = self.settings.dense(self.sizes.hidden_size, "embeddings_project")(x)
+      x = self.settings.dense(self.sizes.hidden_size, "embeddings_project", ("embed", "hidden"))(x)
+      x = nn.with_logical_constraint(x, ACTIVATION_HIDDEN)
     for i in range(self.sizes.num_layers):
       x = TransformerLayer(self.sizes, self.settings, name=f"layer_{i}")(
           x, attention_mask, deterministic)
@@ -134,12 +167,13 @@ class SharedEmbeddings(nn.Module):
 
   def setup(self):
     s = self.settings
-    embed = lambda n, name: nn.Embed(n, self.embedding_size, dtype=s.dtype,
-                                     embedding_init=s.kernel_init(), name=name)
-    self.word_embeddings = embed(self.vocab_size, "word_embeddings")
-    self.position_embeddings = embed(self.max_position_embeddings, "position_embeddings")
-    self.token_type_embeddings = embed(self.type_vocab_size, "token_type_embeddings")
-    self.layer_norm = s.layer_norm("layer_norm")
+    embed = lambda n, rows, name: nn.Embed(n, self.embedding_size, dtype=s.dtype,
+                                           embedding_init=s.kernel_init(rows, "embed"), name=name)
+    self.word_embeddings = embed(self.vocab_size, "vocab", "word_embeddings")
+    # Positions and token types are few: their rows are never split.
+    self.position_embeddings = embed(self.max_position_embeddings, None, "position_embeddings")
+    self.token_type_embeddings = embed(self.type_vocab_size, None, "token_type_embeddings")
+    self.layer_norm = s.layer_norm("layer_norm", "embed")
     self.dropout = nn.Dropout(s.dropout_rate)
 
   def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array,
@@ -148,6 +182,7 @@ class SharedEmbeddings(nn.Module):
     x = (self.word_embeddings(input_ids) + self.position_embeddings(positions) +
          self.token_type_embeddings(token_type_ids))
     x = self.layer_norm(x).astype(self.settings.dtype)
+    x = nn.with_logical_constraint(x, ACTIVATION_EMBED)
     return self.dropout(x, deterministic=deterministic)
 
   def attend(self, x: jax.Array) -> jax.Array:

@@ -1,0 +1,300 @@
+"""The device mesh, where every array lives on it, and the processes that share it.
+
+One program runs on 1 CPU, 8 simulated devices, a GPU node or a multi-host TPU
+pod; only the mesh differs. Its axes (config.MESH_AXES), outermost first:
+
+  data    each device takes a slice of the batch; parameters are replicated
+  fsdp    a slice of the batch too, and parameters and optimizer state are
+          split along their embed/hidden dimension (gathered when used)
+  tensor  layers split inside: heads, feed-forward and vocabulary dimensions
+
+The model names the dimensions of its parameters and main activations
+(models/encoder.py), the config maps those names onto mesh axes (`mesh.rules`),
+and this module turns both into `NamedSharding`s: parameters are created
+directly in their shards, batches are split over data x fsdp.
+"""
+
+import contextlib
+import math
+import os
+from typing import Any, Callable, Iterator, TypeVar
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from electra_jax.config import DEFAULT_AXIS_RULES, MESH_AXES, mesh_axes_of
+from electra_jax.errors import ConfigError, UserError
+
+BATCH_AXES = ("data", "fsdp")
+
+# flax's form of `mesh.rules`: (logical name, mesh axis or axes or None), in precedence order.
+AxisRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins the other processes of a multi-host run; on a single host, does nothing.
+
+  Values given here or in JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID come first; JAX detects the rest where the cluster tells it
+  (Cloud TPU VMs, SLURM, Open MPI). With none given and no cluster found, this
+  is one process. Must run before anything touches a device.
+  """
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+  process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+  if (coordinator_address, num_processes, process_id) != (None, None, None):
+    try:
+      jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    except ValueError as e:
+      raise UserError(f"cannot join a multi-process run: {e} Give --coordinator_address, "
+                      "--num_processes and --process_id (or JAX_COORDINATOR_ADDRESS, "
+                      "JAX_NUM_PROCESSES, JAX_PROCESS_ID), or run under a cluster that JAX "
+                      "detects (Cloud TPU, SLURM, Open MPI)") from None
+  elif int(os.environ.get("SLURM_NTASKS", "0")) == 1:
+    # One SLURM task owns every local device; JAX's SLURM detection would give
+    # it a single GPU (it assumes one task per GPU).
+    return
+  else:
+    try:
+      jax.distributed.initialize()
+    except ValueError as e:  # no cluster environment found
+      logging.info("Running as a single process (no cluster found: %s)", e)
+      return
+  logging.info("Process %d of %d joined %s", jax.process_index(), jax.process_count(),
+               coordinator_address or "the cluster")
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value is None:
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise UserError(f"environment variable {name}={value!r} must be an integer") from None
+
+
+def is_primary() -> bool:
+  """True on the process that writes files and logs (process 0)."""
+  return jax.process_index() == 0
+
+
+def primary_first(fn: Callable[[], T], name: str) -> T:
+  """Runs `fn` on process 0, then on the others: what process 0 writes, they then read.
+
+  All processes must call this with the same `name`, which says what process 0
+  prepares (it is a barrier).
+  """
+  if jax.process_count() == 1:
+    return fn()
+  result = fn() if is_primary() else None
+  try:
+    multihost_utils.sync_global_devices(name)
+  except jax.errors.JaxRuntimeError as e:  # process 0 failed or is gone
+    raise UserError(f"process 0 did not finish preparing the {name}; its log says why "
+                    f"({str(e).splitlines()[0]})") from None
+  return result if is_primary() else fn()
+
+
+# ---------------------------------------------------------------------------
+# The mesh and the rules
+# ---------------------------------------------------------------------------
+
+
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
+  """The (data, fsdp, tensor) sizes for `num_devices`, with a -1 filled in."""
+  sizes = [mesh_config[axis] for axis in MESH_AXES]
+  named = " x ".join(f"{axis}={size}" for axis, size in zip(MESH_AXES, sizes))
+  fixed = math.prod(size for size in sizes if size != -1)
+  if -1 in sizes and num_devices % fixed == 0:
+    sizes[sizes.index(-1)] = num_devices // fixed
+  if math.prod(sizes) != num_devices:
+    raise ConfigError(f"the mesh {named} does not fit the {num_devices} device(s) here: set "
+                      "--config.mesh.data, .fsdp and .tensor so that their product is "
+                      f"{num_devices}, or one of them to -1 to take the rest")
+  return tuple(sizes)
+
+
+def create_mesh(mesh_config: ml_collections.ConfigDict,
+                devices: list[jax.Device] | None = None) -> Mesh:
+  """The config's mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(mesh_config, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def axis_rules(mesh_config: ml_collections.ConfigDict) -> AxisRules:
+  """`mesh.rules` in flax's form, in DEFAULT_AXIS_RULES' order of precedence."""
+  rules = []
+  for name, _ in DEFAULT_AXIS_RULES:
+    axes = mesh_axes_of(mesh_config.rules[name])
+    rules.append((name, axes[0] if len(axes) == 1 else (axes or None)))
+  return tuple(rules)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: AxisRules) -> Iterator[None]:
+  """Puts the mesh and rules in scope, so that tracing applies the model's constraints."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+# ---------------------------------------------------------------------------
+# Parameters and state
+# ---------------------------------------------------------------------------
+
+
+def _is_box(x: Any) -> bool:
+  return isinstance(x, nn.Partitioned)
+
+
+def unbox(tree: Any) -> Any:
+  """`tree` with its logical-axis boxes replaced by their contents."""
+  return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
+
+
+def logical_shardings(tree: Any, mesh: Mesh, rules: AxisRules) -> Any:
+  """A NamedSharding per leaf of `tree` (boxed or not), for its unboxed form.
+
+  A boxed leaf is split as its logical names and `rules` say, except along a
+  dimension that its mesh axes do not divide (2 heads over 4 tensor devices),
+  which stays whole. Leaves without names (step counters, keys) are replicated.
+  """
+
+  def place(leaf: Any) -> NamedSharding:
+    if not _is_box(leaf):
+      return NamedSharding(mesh, PartitionSpec())
+    spec = nn.logical_to_mesh_axes(leaf.names, rules)
+    return NamedSharding(mesh, _dividing(spec, leaf.value.shape, mesh))
+
+  return jax.tree.map(place, tree, is_leaf=_is_box)
+
+
+def _dividing(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+  fitted = []
+  for size, axes in zip(shape, spec):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    fitted.append(axes if size % math.prod(mesh.shape[a] for a in names) == 0 else None)
+  return PartitionSpec(*fitted)
+
+
+def abstract_sharded(init_fn: Callable[[], Any], mesh: Mesh,
+                     rules: AxisRules) -> tuple[Any, Any]:
+  """Shapes of what `init_fn` creates (unboxed, each with its sharding), and the shardings.
+
+  Allocates nothing: enough to compile a step for a model too big to create here.
+  """
+  boxed = jax.eval_shape(init_fn)
+  shardings = logical_shardings(boxed, mesh, rules)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          unbox(boxed), shardings)
+  return abstract, shardings
+
+
+def sharded_initializer(init_fn: Callable[[], Any], shardings: Any) -> Callable[[], Any]:
+  """`init_fn` compiled so that each device creates only its own shards.
+
+  No array is ever whole on one device (the random initializers are
+  partitionable), and what it returns is unboxed: plain arrays in `shardings`.
+  """
+  return jax.jit(lambda: unbox(init_fn()), out_shardings=shardings)
+
+
+def to_host(tree: Any) -> Any:
+  """Whole numpy arrays on every process; a collective, so every process must call it."""
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+# ---------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------
+
+
+def batch_sharding(mesh: Mesh, batch_size: int) -> NamedSharding:
+  """Rows split over data x fsdp; refuses a batch that does not split evenly."""
+  splits = math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+  if batch_size % splits:
+    raise ConfigError(f"config field 'train.batch_size' = {batch_size} must be divisible by "
+                      f"the {splits} batch slices of the mesh (data x fsdp = "
+                      f"{mesh.shape['data']} x {mesh.shape['fsdp']}); choose a multiple of "
+                      f"{splits} or another --config.mesh")
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Whole on every device: what every process can read back (metrics, eval outputs)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def host_rows(sharding: NamedSharding, batch_size: int) -> slice:
+  """The rows of a global batch that this process's devices hold (one contiguous block)."""
+  blocks = [index[0].indices(batch_size)[:2]
+            for index in sharding.addressable_devices_indices_map((batch_size,)).values()]
+  return slice(min(start for start, _ in blocks), max(stop for _, stop in blocks))
+
+
+def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding,
+                 batch_size: int) -> dict[str, jax.Array]:
+  """The global batch as sharded arrays, from the host's numpy arrays.
+
+  `batch` holds either the whole global batch (every process reads the same
+  stream; this process keeps its rows) or just this process's rows
+  (`host_rows`, for a loader split by process). Rows go straight to the
+  devices that hold them.
+  """
+  rows = host_rows(sharding, batch_size)
+
+  def to_global(x: np.ndarray) -> jax.Array:
+    if x.shape[0] == batch_size:
+      x = x[rows]
+    elif x.shape[0] != rows.stop - rows.start:
+      raise ValueError(f"a batch of {x.shape[0]} rows is neither the global batch "
+                       f"({batch_size}) nor this process's rows {rows}")
+    return jax.make_array_from_process_local_data(sharding, x, (batch_size, *x.shape[1:]))
+
+  return {name: to_global(x) for name, x in batch.items()}
+
+
+# ---------------------------------------------------------------------------
+# What a compiled step costs
+# ---------------------------------------------------------------------------
+
+
+def compiled_cost(compiled: jax.stages.Compiled, num_devices: int) -> dict[str, float]:
+  """XLA's own account of a compiled step: FLOPs and bytes per device.
+
+  `flops` counts the whole step over all devices (XLA reports the per-device
+  program; replicated work is counted on every device). `peak_bytes` is what a
+  device holds at once: inputs, outputs not aliased to donated inputs, and
+  temporaries.
+  """
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per program
+  memory = compiled.memory_analysis()
+  flops_per_device = float(cost.get("flops", float("nan")))
+  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes -
+          memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  return dict(flops=flops_per_device * num_devices, flops_per_device=flops_per_device,
+              argument_bytes=memory.argument_size_in_bytes,
+              output_bytes=memory.output_size_in_bytes,
+              alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
+              peak_bytes=peak)
+
+
+def device_memory_bytes() -> int | None:
+  """Memory of one local device, where the platform says (GPU, TPU); None on CPU."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get("bytes_limit")

@@ -1,0 +1,144 @@
+"""Processes on localhost join one run; two of them train exactly as one process with all devices.
+
+Each process has 4 simulated CPU devices and joins the others through
+jax.distributed (gloo collectives); the reference is one process with 8. The
+mesh (fsdp 4 x tensor 2) spans both processes, so each holds half of every
+batch and a share of every parameter.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from test_data import make_documents, write_corpus
+
+STEPS = 10
+RELATIVE_TOLERANCE = 1e-5
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def cpu_env(devices: int, **extra: str) -> dict[str, str]:
+  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+              # Faster compiles; the reference and the pair are compiled alike.
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+                        "--xla_backend_optimization_level=0", **extra)
+
+
+def start_train(workdir, corpus, devices: int, *flags: str) -> subprocess.Popen:
+  env = cpu_env(devices)
+  overrides = dict(steps=STEPS, log_every=1, eval_every=0, eval_batches=2, batch_size=8)
+  return subprocess.Popen(
+      [sys.executable, "-m", "electra_jax.train", "--config=configs/tiny.py",
+       f"--workdir={workdir}", f"--config.data.source={corpus}", "--config.model.vocab_size=200",
+       "--config.data.max_seq_length=32", "--config.optim.warmup_steps=5",
+       "--config.mesh.data=1", "--config.mesh.fsdp=4", "--config.mesh.tensor=2",
+       *(f"--config.train.{k}={v}" for k, v in overrides.items()), *flags],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(processes: list[subprocess.Popen]) -> list[tuple[str, str]]:
+  """Waits for all; their (stdout, stderr). A failure in one stops the others."""
+  try:
+    outputs = [p.communicate(timeout=600) for p in processes]
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-3000:]
+  return outputs
+
+
+# ---------------------------------------------------------------------------
+# Joining: from the cluster's environment, or alone
+# ---------------------------------------------------------------------------
+
+JOIN = ("from electra_jax import sharding; sharding.initialize_distributed(); import jax; "
+        "print(jax.process_index(), jax.process_count(), jax.device_count())")
+
+
+def join(environments: list[dict[str, str]]) -> list[str]:
+  processes = [subprocess.Popen([sys.executable, "-c", JOIN], cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for env in environments]
+  return [out.strip() for out, _ in finish(processes)]
+
+
+def slurm_task(task: int, tasks: int, port: int) -> dict[str, str]:
+  """What srun sets for one task of a job on this host (the port is JAX's override)."""
+  return cpu_env(4, SLURM_JOB_ID="1234", SLURM_STEP_NODELIST="localhost",
+                 SLURM_NTASKS=str(tasks), SLURM_PROCID=str(task), SLURM_LOCALID=str(task),
+                 JAX_COORDINATOR_PORT=str(port))
+
+
+def test_slurm_tasks_join_without_flags():
+  port = free_port()
+  assert join([slurm_task(i, 2, port) for i in range(2)]) == ["0 2 8", "1 2 8"]
+
+
+def test_without_a_cluster_or_with_one_slurm_task_a_process_runs_alone():
+  assert join([cpu_env(4), slurm_task(0, 1, free_port())]) == ["0 1 4", "0 1 4"]
+
+
+# ---------------------------------------------------------------------------
+# Training together
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("multihost")
+  corpus = write_corpus(tmp / "corpus.txt", make_documents(60))
+  port = free_port()
+  processes = [start_train(tmp / "one", corpus, 8)] + [
+      start_train(tmp / "two", corpus, 4, f"--coordinator_address=localhost:{port}",
+                  "--num_processes=2", f"--process_id={i}") for i in range(2)]
+  _, *logs = [err for _, err in finish(processes)]
+  return tmp / "one", tmp / "two", logs
+
+
+def metrics(workdir) -> list[dict]:
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_match_one_process_step_by_step(runs):
+  one, two, _ = runs
+  reference, pair = metrics(one), metrics(two)
+  # Written once (by process 0 alone): one line per step, then the evaluation.
+  assert [(m["split"], m["step"]) for m in pair] == (
+      [("train", s) for s in range(1, STEPS + 1)] + [("eval", STEPS)])
+  assert [(m["split"], m["step"]) for m in reference] == [(m["split"], m["step"]) for m in pair]
+  losses = lambda ms: [m["loss"] for m in ms]
+  assert losses(reference)[0] > losses(reference)[-2]  # it trains
+  np.testing.assert_allclose(losses(pair), losses(reference), rtol=RELATIVE_TOLERANCE, atol=0)
+  np.testing.assert_allclose(pair[-1]["disc_auc"], reference[-1]["disc_auc"], rtol=1e-4)
+
+
+def test_final_parameters_are_gathered_and_equal(runs):
+  one, two, _ = runs
+  read = lambda w: flax.serialization.msgpack_restore((w / "params.msgpack").read_bytes())
+  for a, b in zip(jax.tree.leaves(read(one)), jax.tree.leaves(read(two))):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_only_process_zero_writes_and_logs(runs):
+  _, two, (log0, log1) = runs
+  assert sorted(p.name for p in two.iterdir()) == [
+      "config.json", "data", "metrics.jsonl", "params.msgpack", "tensorboard", "tokenizer.model"]
+  assert "Process 0 of 2 joined" in log0 and "(8 devices)" in log0
+  assert f"step {STEPS}/{STEPS}" in log0 and "Wrote the final parameters" in log0
+  assert "Process 1 of 2 joined" in log1
+  assert "step 1/" not in log1 and "Wrote the final" not in log1 and "tokenizer" not in log1
