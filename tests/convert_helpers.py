@@ -8,6 +8,7 @@ import numpy as np
 
 from electra_jax import config as config_lib
 from electra_jax.convert import flax_format
+from electra_jax.convert.exporting import export_run
 from electra_jax.data import builtin_documents
 from electra_jax.data.tokenizer import SPECIAL_PIECES
 from electra_jax.data.wordpiece import WordPieceTokenizer
@@ -89,6 +90,15 @@ def write_run(workdir, config, params, tokenizer=None) -> None:
   os.makedirs(workdir, exist_ok=True)
   tokenizer = tokenizer or WordPieceTokenizer(our_order_pieces(), lowercase=True)
   flax_format.write(str(workdir), flax_format.SavedModel(config, params, tokenizer))
+
+
+def exported_random_run(directory, sizes=()) -> tuple:
+  """A finished run with random parameters in `directory`/run, and its HF export in /hf."""
+  config = tiny_config(*sizes)
+  params = random_params(config)
+  write_run(directory / "run", config, params)
+  export_run(str(directory / "run"), "hf", str(directory / "hf"))
+  return config, params
 
 
 def example_batch(batch=3, seed=0) -> tuple[np.ndarray, np.ndarray]:

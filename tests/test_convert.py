@@ -17,8 +17,8 @@ safetensors_numpy = pytest.importorskip(
     "safetensors.numpy", reason="export and import need safetensors: pip install -e '.[hf]'")
 
 from conftest import REPO  # pylint: disable=wrong-import-position
-from convert_helpers import (SIZES, google_order_pieces, our_order_pieces, random_params,
-                             tiny_config, write_run, write_vocab)
+from convert_helpers import (SIZES, exported_random_run, google_order_pieces, our_order_pieces,
+                             random_params, tiny_config, write_run, write_vocab)
 from electra_jax import train
 from electra_jax.convert import hf_params, pretrained
 from electra_jax.convert.exporting import export_run
@@ -39,10 +39,7 @@ def assert_bit_identical(actual: dict, expected: dict) -> None:
 @pytest.fixture(name="run")
 def fixture_run(tmp_path):
   """A finished run of the tiny model (embedding 16 < hidden 32) and its HF export."""
-  config = tiny_config()
-  params = random_params(config)
-  write_run(tmp_path / "run", config, params)
-  export_run(str(tmp_path / "run"), "hf", str(tmp_path / "hf"))
+  config, params = exported_random_run(tmp_path)
   return config, params, tmp_path
 
 
@@ -65,10 +62,7 @@ def test_every_parameter_of_a_network_has_its_own_transformers_name():
 
 @pytest.mark.parametrize("sizes", SIZES.values(), ids=SIZES.keys())
 def test_ours_to_hf_to_ours_is_bit_identical(tmp_path, sizes):
-  config = tiny_config(*sizes)
-  params = random_params(config)
-  write_run(tmp_path / "run", config, params)
-  export_run(str(tmp_path / "run"), "hf", str(tmp_path / "hf"))
+  config, params = exported_random_run(tmp_path, sizes)
   assert sorted(os.listdir(tmp_path / "hf")) == ["discriminator", "generator"]
   imported = import_into(tiny_config(*sizes), tmp_path / "hf", tmp_path / "again")
   assert_bit_identical(imported, params)
@@ -111,10 +105,7 @@ def test_flax_export_holds_the_discriminator_and_loads_for_fine_tuning(run):
 
 
 def test_load_discriminator_reorders_a_google_vocabulary(tmp_path):
-  config = tiny_config()
-  params = random_params(config)
-  write_run(tmp_path / "run", config, params)
-  export_run(str(tmp_path / "run"), "hf", str(tmp_path / "hf"))
+  config, params = exported_random_run(tmp_path)
   folder = tmp_path / "hf" / "discriminator"
   ours, google = our_order_pieces(), google_order_pieces()
   tensors = safetensors_numpy.load_file(folder / "model.safetensors")

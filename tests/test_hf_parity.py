@@ -18,7 +18,7 @@ transformers = pytest.importorskip(
     "transformers", reason="the parity tests need torch and transformers: pip install -e '.[hf]'")
 
 from convert_helpers import (LENGTH, SIZES, TRICKY, corpus,  # pylint: disable=wrong-import-position
-                             example_batch, google_order_pieces, our_order_pieces,
+                             example_batch, exported_random_run, google_order_pieces, our_order_pieces,
                              random_params, tiny_config, write_run, write_vocab)
 from electra_jax.convert import pretrained
 from electra_jax.convert.exporting import export_run
@@ -78,10 +78,7 @@ def assert_same_outputs(config, params, hf_model, network, our_ids, hf_ids, type
 def fixture_exported(tmp_path_factory):
   """Our tiny model with random weights, exported; for the tests that do not vary sizes."""
   tmp_path = tmp_path_factory.mktemp("exported")
-  config = tiny_config()
-  params = random_params(config)
-  write_run(tmp_path / "run", config, params)
-  export_run(str(tmp_path / "run"), "hf", str(tmp_path / "hf"))
+  config, params = exported_random_run(tmp_path)
   return config, params, tmp_path / "hf"
 
 
@@ -110,10 +107,7 @@ def test_exported_tokenizer_loads_with_auto_tokenizer(exported):
 
 @pytest.mark.parametrize("sizes", SIZES.values(), ids=SIZES.keys())
 def test_ours_exported_equals_transformers(tmp_path, sizes):
-  config = tiny_config(*sizes)
-  params = random_params(config)
-  write_run(tmp_path / "run", config, params)
-  export_run(str(tmp_path / "run"), "hf", str(tmp_path / "hf"))
+  config, params = exported_random_run(tmp_path, sizes)
   ids, types = example_batch()
   same_vocab = np.arange(100)
   for cls, network in ((transformers.ElectraForPreTraining, "discriminator"),
