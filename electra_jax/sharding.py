@@ -246,6 +246,18 @@ def host_rows(sharding: NamedSharding, batch_size: int) -> slice:
   return slice(min(start for start, _ in blocks), max(stop for _, stop in blocks))
 
 
+def host_block(sharding: NamedSharding, batch_size: int) -> dict[str, int]:
+  """This process's rows of each global batch as the loader counts them.
+
+  The loader reads block `process_index` of `process_count` equal blocks; the
+  mesh decides which block that is (its devices need not follow process order),
+  so the loader is told from the mesh, never from `jax.process_index()`.
+  """
+  rows = host_rows(sharding, batch_size)
+  size = rows.stop - rows.start
+  return dict(process_index=rows.start // size, process_count=batch_size // size)
+
+
 def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding,
                  batch_size: int) -> dict[str, jax.Array]:
   """The global batch as sharded arrays, from the host's numpy arrays.

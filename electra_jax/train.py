@@ -155,7 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         imported_params, jax.tree.map(lambda x: x.sharding, training.abstract_state.params)))
   to_global = functools.partial(sharding.global_batch, sharding=training.batch_sharding,
                                 batch_size=t.batch_size)
-  hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  hosts = sharding.host_block(training.batch_sharding, t.batch_size)
   batches: Iterator[dict] = loader.train_iterator(data, t.batch_size, t.seed, **hosts)
   eval_batches = [to_global(b) for b in loader.eval_batches(data, t.batch_size, t.eval_batches,
                                                             **hosts)]
