@@ -34,7 +34,7 @@ from ml_collections import config_flags
 from electra_jax import cli, objective, sharding
 from electra_jax import metrics as metrics_lib
 from electra_jax import train_step as train_step_lib
-from electra_jax.convert import pretrained
+from electra_jax.convert import flax_format, pretrained
 from electra_jax.data import loader, pipeline
 from electra_jax.errors import UserError
 from electra_jax.fileio import atomic_write, prepare_workdir
@@ -144,7 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                             "imported checkpoint") if t.init_from else None)
   data = sharding.primary_first(lambda: pipeline.prepare(config, workdir), "prepared data")
   if primary:
-    atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+    atomic_write(os.path.join(workdir, flax_format.CONFIG_FILE),
+                 config.to_json_best_effort(indent=2))
 
   training = train_step_lib.compile_training(config, mesh)
   log_compiled(training, mesh)
@@ -189,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   params = sharding.to_host(state.params)  # every process takes part in gathering them
   if primary:
-    params_path = os.path.join(workdir, "params.msgpack")
+    params_path = os.path.join(workdir, flax_format.PARAMS_FILE)
     atomic_write(params_path, flax.serialization.msgpack_serialize(params))
     logging.info("Wrote the final parameters to %s", params_path)
   return eval_metrics

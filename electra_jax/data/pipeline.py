@@ -33,8 +33,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> PreparedData:
 
   Prepared data made with another tokenizer, other inputs or other data
   settings is refused, never overwritten. The tokenizer is kept with the data
-  and copied to `workdir/tokenizer.model`. Nothing is written before the
-  source has been resolved (a missing corpus fails first).
+  and copied into the workdir (`tokenizer.model`, or an imported `vocab.txt`).
+  Nothing is written before the source has been resolved (a missing corpus
+  fails first).
   """
   directory = data_directory(config, workdir)
   settings = preparation.Settings.from_config(config)
@@ -62,8 +63,9 @@ def _load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, di
   """The data directory's tokenizer (an interrupted preparation), the run's, or a new one.
 
   A tokenizer put in the workdir before the first run (`tokenizer.model`, or
-  the `vocab.txt` of an imported Hugging Face model) is used as it is; otherwise one is trained on the corpus. Either way it is saved in
-  the data directory, with the shards made with it.
+  the `vocab.txt` of an imported Hugging Face model) is used as it is;
+  otherwise one is trained on the corpus. Either way it is saved in the data
+  directory, with the shards made with it.
   """
   for place in (directory, workdir):
     tokenizer = _load_tokenizer(place, config)

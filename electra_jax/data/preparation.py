@@ -26,7 +26,7 @@ from absl import logging
 
 from electra_jax.data import shards, sources
 from electra_jax.data.packing import ExampleBuilder
-from electra_jax.data.tokenizer import Tokenizer
+from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import DataError
 
 FORMAT_VERSION = 1
@@ -56,7 +56,7 @@ class Settings:
     return sources.ReadOptions(text_field=self.text_field, tfds_split=self.tfds_split)
 
 
-def identity(source: str, inputs: list[sources.Input], tokenizer: Tokenizer,
+def identity(source: str, inputs: list[sources.Input], tokenizer: AnyTokenizer,
              settings: Settings) -> dict:
   """What identifies prepared data: shards with another identity are other data."""
   return {"format": FORMAT_VERSION, "source": source,
@@ -86,7 +86,7 @@ def check_identity(manifest: dict, expected: dict, directory: str) -> None:
                     f"{directory})")
 
 
-def build(directory: str, inputs: list[sources.Input], tokenizer: Tokenizer, settings: Settings,
+def build(directory: str, inputs: list[sources.Input], tokenizer: AnyTokenizer, settings: Settings,
           source: str, num_workers: int) -> dict:
   """Prepares every input without a record in `directory`, then writes and returns the manifest."""
   start = time.perf_counter()
@@ -187,7 +187,7 @@ def _prepare_input(task: tuple[int, sources.Input]) -> tuple[int, dict]:
 
 
 def _tokenized(documents: Iterable[list[str]],
-               tokenizer: Tokenizer) -> Iterator[tuple[list[str], list[list[int]]]]:
+               tokenizer: AnyTokenizer) -> Iterator[tuple[list[str], list[list[int]]]]:
   """Each document with its tokenized lines, encoded a few hundred documents per call."""
   documents = iter(documents)
   while chunk := list(itertools.islice(documents, _DOCUMENTS_PER_CALL)):

@@ -19,7 +19,8 @@ import os
 import numpy as np
 from array_record.python import array_record_module
 
-from electra_jax.data.tokenizer import PAD_ID, Tokenizer
+from electra_jax.data.tokenizer import PAD_ID
+from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.fileio import atomic_write
 
@@ -36,7 +37,7 @@ class PreparedData:
 
   directory: str
   manifest: dict
-  tokenizer: Tokenizer
+  tokenizer: AnyTokenizer
 
   @property
   def max_seq_length(self) -> int:
