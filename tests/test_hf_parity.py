@@ -18,8 +18,9 @@ transformers = pytest.importorskip(
     "transformers", reason="the parity tests need torch and transformers: pip install -e '.[hf]'")
 
 from convert_helpers import (LENGTH, SIZES, TRICKY, corpus,  # pylint: disable=wrong-import-position
-                             example_batch, exported_random_run, google_order_pieces, our_order_pieces,
-                             random_params, tiny_config, write_run, write_vocab)
+                             example_batch, exported_random_run, google_order_pieces,
+                             our_order_pieces, random_params, tiny_config, write_run,
+                             write_vocab)
 from electra_jax.convert import pretrained
 from electra_jax.convert.exporting import export_run
 from electra_jax.data import train_tokenizer
