@@ -15,6 +15,8 @@ from ml_collections import config_dict
 from electra_jax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLEMENTATIONS = ("einsum", "dot_product")
+REMAT_POLICIES = ("none", "full", "dots")
 
 # The device mesh's axes, outermost first: pure data parallelism, data parallelism
 # with parameters and optimizer state sharded (FSDP / ZeRO-3), and tensor
@@ -63,7 +65,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.attention_dropout_rate = 0.1
   c.model.initializer_range = 0.02
   c.model.layer_norm_eps = 1e-12
-  c.model.dtype = "float32"  # compute dtype; parameters stay float32
+  # Compute dtype of the matmuls: "bfloat16" is mixed precision (parameters, optimizer,
+  # LayerNorm, softmax, residuals and losses stay float32).
+  c.model.dtype = "float32"
+  # "einsum": attention written out, with attention dropout. "dot_product":
+  # jax.nn.dot_product_attention (cuDNN's fused kernel on GPU in bfloat16), no
+  # attention dropout (set model.attention_dropout_rate=0).
+  c.model.attention = "einsum"
+  # Activation memory for compute: "full" recomputes each layer in the backward
+  # pass, "dots" keeps the dense layers' outputs and recomputes the rest.
+  c.model.remat = "none"
 
   c.objective = ml_collections.ConfigDict()
   c.objective.mask_rate = 0.15
@@ -86,6 +97,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1_000_000
   c.train.batch_size = 128
+  # Microbatches per step: the batch is split, their gradients summed (lax.scan),
+  # one update; same result as one batch but activations for batch_size / this.
+  c.train.grad_accum_steps = 1
   c.train.seed = 0
   c.train.log_every = 100
   c.train.eval_every = 10_000  # 0: evaluate only at the end
@@ -181,6 +195,9 @@ _RULES: dict[str, Rule] = {
     "model.initializer_range": _POSITIVE,
     "model.layer_norm_eps": _POSITIVE,
     "model.dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
+    "model.attention": (lambda v: v in ATTENTION_IMPLEMENTATIONS,
+                        f"one of {', '.join(ATTENTION_IMPLEMENTATIONS)}"),
+    "model.remat": (lambda v: v in REMAT_POLICIES, f"one of {', '.join(REMAT_POLICIES)}"),
     "objective.mask_rate": _OPEN_FRACTION,
     "objective.mask_token_prob": _PROBABILITY,
     "objective.max_predictions_per_seq": (lambda v: v is None or (isinstance(v, int) and v > 0),
@@ -197,6 +214,7 @@ _RULES: dict[str, Rule] = {
     "optim.max_grad_norm": _POSITIVE,
     "train.steps": _POSITIVE_INT,
     "train.batch_size": _POSITIVE_INT,
+    "train.grad_accum_steps": _POSITIVE_INT,
     "train.seed": _NON_NEGATIVE_INT,
     "train.log_every": _POSITIVE_INT,
     "train.eval_every": _NON_NEGATIVE_INT,
@@ -273,6 +291,16 @@ def _validate_relations(config: ml_collections.ConfigDict) -> None:
   if d.max_seq_length > m.max_position_embeddings:
     raise ConfigError(f"config field 'data.max_seq_length' = {d.max_seq_length} exceeds "
                       f"'model.max_position_embeddings' = {m.max_position_embeddings}")
+  if m.attention == "dot_product" and m.attention_dropout_rate > 0:
+    raise ConfigError(f"config field 'model.attention' = 'dot_product' has no attention "
+                      f"dropout, but 'model.attention_dropout_rate' = {m.attention_dropout_rate}; "
+                      "set --config.model.attention_dropout_rate=0 or "
+                      "--config.model.attention=einsum")
+  t = config.train
+  if t.batch_size % t.grad_accum_steps:
+    raise ConfigError(f"config field 'train.batch_size' = {t.batch_size} must be divisible by "
+                      f"'train.grad_accum_steps' = {t.grad_accum_steps} (the microbatches "
+                      "are equal slices of the batch)")
   if max_predictions_per_seq(config) > d.max_seq_length - 2:
     raise ConfigError(f"config field 'objective.max_predictions_per_seq' = "
                       f"{max_predictions_per_seq(config)} must be below "

@@ -12,6 +12,7 @@ The flow of one example (ELECTRA.md, "The objective"):
 """
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.struct
@@ -22,6 +23,8 @@ import optax
 from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 NEVER_MASKED = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)
+# What each random choice of a step folds into the step's key.
+MASK_STREAM, SAMPLE_STREAM, GEN_DROPOUT_STREAM, DISC_DROPOUT_STREAM = range(4)
 
 
 @flax.struct.dataclass
@@ -87,11 +90,44 @@ def scatter_tokens(input_ids: jax.Array, positions: jax.Array, tokens: jax.Array
   return input_ids.at[rows, positions].set(tokens.astype(input_ids.dtype))
 
 
-def sample_tokens(key: jax.Array, logits: jax.Array, temperature: float = 1.0) -> jax.Array:
-  """Gumbel-max sample per position; no gradient flows through the choice."""
-  logits = jax.lax.stop_gradient(logits) / temperature
-  gumbel = jax.random.gumbel(key, logits.shape, jnp.float32)
-  return jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
+def sample_tokens(key: jax.Array, logits: jax.Array, temperature: float = 1.0,
+                  rows: jax.Array | None = None) -> jax.Array:
+  """A sample per position from softmax(logits / temperature); no gradient flows through it.
+
+  Gumbel-max in two stages, exact in distribution: a block of about sqrt(V)
+  vocabulary entries is drawn by Gumbel-max over the blocks' log-masses, then an
+  entry of that block by Gumbel-max over its logits. That takes 2 sqrt(V) random
+  numbers per position instead of V; at 30,522 tokens, drawing V of them was the
+  largest cost of a CPU train step after the matmuls. Row i's noise comes from
+  `fold_in(key, rows[i])` (default: its index), so a row samples the same in
+  any split of the batch into microbatches.
+  """
+  if logits.ndim == 1:
+    return sample_tokens(key, logits[None], temperature, rows)[0]
+  logits = jax.lax.stop_gradient(logits).astype(jnp.float32) / temperature
+  *lead, vocab = logits.shape
+  block = math.isqrt(vocab - 1) + 1  # ceil(sqrt(V)): the two draws are the same size
+  whole = vocab // block * block  # entries in whole blocks; the last block may be short
+  block_mass = jax.nn.logsumexp(logits[..., :whole].reshape(*lead, -1, block), axis=-1)
+  if whole < vocab:
+    block_mass = jnp.concatenate(
+        [block_mass, jax.nn.logsumexp(logits[..., whole:], axis=-1, keepdims=True)], axis=-1)
+  rows = jnp.arange(lead[0]) if rows is None else rows
+  block_noise, entry_noise = _row_gumbel(key, rows, (*lead[1:], 2, block))
+  chosen = jnp.argmax(block_mass + block_noise[..., :block_mass.shape[-1]], axis=-1)
+  entries = chosen[..., None] * block + jnp.arange(block)
+  entry_logits = jnp.where(
+      entries < vocab, jnp.take_along_axis(logits, jnp.minimum(entries, vocab - 1), axis=-1),
+      -jnp.inf)
+  picked = jnp.argmax(entry_logits + entry_noise, axis=-1)
+  return jnp.take_along_axis(entries, picked[..., None], axis=-1)[..., 0].astype(jnp.int32)
+
+
+def _row_gumbel(key: jax.Array, rows: jax.Array,
+                shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+  """Standard Gumbel noise of `shape` for each row, seeded by its index; split on axis -2."""
+  noise = jax.vmap(lambda row: jax.random.gumbel(jax.random.fold_in(key, row), shape))(rows)
+  return noise[..., 0, :], noise[..., 1, :]
 
 
 def replace_tokens(original_ids: jax.Array, masked: MaskedBatch,
@@ -106,16 +142,52 @@ def replace_tokens(original_ids: jax.Array, masked: MaskedBatch,
   return corrupted, labels
 
 
-def mlm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
-  """Mean cross-entropy over the picked positions."""
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+def mlm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+             total_weight: jax.Array | None = None) -> jax.Array:
+  """Cross-entropy summed over the picked positions, divided by `total_weight`.
+
+  `total_weight` defaults to these positions' count (the mean); a microbatch
+  passes its whole batch's, so that the microbatches' losses add up to the batch's.
+  """
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  total_weight = weights.sum() if total_weight is None else total_weight
+  return (losses * weights).sum() / jnp.maximum(total_weight, 1.0)
 
 
-def rtd_loss(logits: jax.Array, labels: jax.Array, real_tokens: jax.Array) -> jax.Array:
-  """Mean sigmoid cross-entropy over every non-padding token."""
-  losses = optax.sigmoid_binary_cross_entropy(logits, labels)
-  return (losses * real_tokens).sum() / jnp.maximum(real_tokens.sum(), 1.0)
+def rtd_loss(logits: jax.Array, labels: jax.Array, real_tokens: jax.Array,
+             total_weight: jax.Array | None = None) -> jax.Array:
+  """Sigmoid cross-entropy summed over the non-padding tokens, divided as `mlm_loss`."""
+  losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels)
+  total_weight = real_tokens.sum() if total_weight is None else total_weight
+  return (losses * real_tokens).sum() / jnp.maximum(total_weight, 1.0)
+
+
+@flax.struct.dataclass
+class MaskedInput:
+  """A batch (or some of its rows) with its masking: what the generator reads.
+
+  Masking is drawn once for the whole batch, so a row is masked the same
+  whichever microbatch it ends up in; `rows` are its indices in the whole batch.
+  """
+
+  input_ids: jax.Array  # [B, L] the original tokens
+  token_type_ids: jax.Array  # [B, L]
+  masked: MaskedBatch
+  rows: jax.Array  # [B]
+
+
+def mask_batch(key: jax.Array, batch: dict[str, jax.Array],
+               settings: ObjectiveSettings) -> MaskedInput:
+  """The step's masking of a whole batch, from the step's key."""
+  input_ids = batch["input_ids"]
+  masked = mask_tokens(jax.random.fold_in(key, MASK_STREAM), input_ids, settings.mask_rate,
+                       settings.max_predictions, settings.mask_token_prob)
+  return MaskedInput(input_ids, batch["token_type_ids"], masked, jnp.arange(input_ids.shape[0]))
+
+
+def loss_denominators(inputs: MaskedInput) -> tuple[jax.Array, jax.Array]:
+  """(picked positions, real tokens) of a whole batch: what its two losses average over."""
+  return inputs.masked.weights.sum(), (inputs.input_ids != PAD_ID).sum().astype(jnp.float32)
 
 
 def electra_loss(apply_fn: Any, params: Any, batch: dict[str, jax.Array], key: jax.Array,
@@ -128,25 +200,40 @@ def electra_loss(apply_fn: Any, params: Any, batch: dict[str, jax.Array], key: j
   Returns (loss, (stats, disc_outputs)): `stats` are scalars to sum over steps,
   `disc_outputs` the per-token logits, labels and padding mask (for AUC).
   """
-  mask_key, sample_key, gen_dropout, disc_dropout = (
-      jax.random.fold_in(key, i) for i in range(4))
-  input_ids, token_type_ids = batch["input_ids"], batch["token_type_ids"]
+  inputs = mask_batch(key, batch, settings)
+  return microbatch_loss(apply_fn, params, inputs, loss_denominators(inputs), key, settings,
+                         deterministic)
 
-  masked = mask_tokens(mask_key, input_ids, settings.mask_rate, settings.max_predictions,
-                       settings.mask_token_prob)
+
+def microbatch_loss(apply_fn: Any, params: Any, inputs: MaskedInput,
+                    denominators: tuple[jax.Array, jax.Array], key: jax.Array,
+                    settings: ObjectiveSettings, deterministic: bool,
+                    microbatch: int | jax.Array = 0) -> tuple[jax.Array, tuple[dict, dict]]:
+  """`electra_loss` of some rows of a masked batch, as their share of the batch's loss.
+
+  The losses are sums divided by the whole batch's `denominators`
+  (loss_denominators), so the shares of all microbatches add up to the loss of
+  the batch in one piece; `microbatch` (its index) varies the dropout keys.
+  """
+  gen_dropout, disc_dropout = (jax.random.fold_in(jax.random.fold_in(key, stream), microbatch)
+                               for stream in (GEN_DROPOUT_STREAM, DISC_DROPOUT_STREAM))
+  input_ids, token_type_ids, masked = inputs.input_ids, inputs.token_type_ids, inputs.masked
+  gen_total, disc_total = denominators
+
   gen_logits = apply_fn({"params": params}, masked.input_ids, token_type_ids, masked.positions,
                         deterministic, rngs={"dropout": gen_dropout},
                         method="generator_logits")
-  gen_loss = mlm_loss(gen_logits, masked.targets, masked.weights)
+  gen_loss = mlm_loss(gen_logits, masked.targets, masked.weights, gen_total)
 
-  sampled = sample_tokens(sample_key, gen_logits, settings.temperature)
+  sampled = sample_tokens(jax.random.fold_in(key, SAMPLE_STREAM), gen_logits,
+                          settings.temperature, inputs.rows)
   corrupted, labels = replace_tokens(input_ids, masked, sampled)
   real_tokens = input_ids != PAD_ID
   disc_logits = apply_fn({"params": params}, corrupted, token_type_ids, deterministic,
                          real_tokens, rngs={"dropout": disc_dropout},
                          method="discriminator_logits")
   real_tokens = real_tokens.astype(jnp.float32)
-  disc_loss = rtd_loss(disc_logits, labels, real_tokens)
+  disc_loss = rtd_loss(disc_logits, labels, real_tokens, disc_total)
 
   loss = settings.gen_weight * gen_loss + settings.disc_weight * disc_loss
   stats = dict(loss=loss, gen_loss=gen_loss, disc_loss=disc_loss,
@@ -162,7 +249,10 @@ def counts(gen_logits: jax.Array, masked: MaskedBatch, disc_logits: jax.Array,
   Sums, not ratios, so that a logging interval's metric is the ratio of its
   totals rather than an average of per-step ratios.
   """
-  gen_correct = (jnp.argmax(gen_logits, -1) == masked.targets) * masked.weights
+  # The target's logit is the largest (no argmax: on CPU one over the vocabulary costs
+  # as much as several matmuls of the step).
+  target_logits = jnp.take_along_axis(gen_logits, masked.targets[..., None], axis=-1)[..., 0]
+  gen_correct = (target_logits >= gen_logits.max(axis=-1)) * masked.weights
   predicted = (disc_logits > 0).astype(jnp.float32) * real_tokens
   replaced = labels * real_tokens
   return dict(

@@ -223,14 +223,19 @@ def to_host(tree: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def batch_sharding(mesh: Mesh, batch_size: int) -> NamedSharding:
-  """Rows split over data x fsdp; refuses a batch that does not split evenly."""
+def batch_sharding(mesh: Mesh, batch_size: int, microbatches: int = 1) -> NamedSharding:
+  """Rows split over data x fsdp; refuses a batch (or microbatch) that does not split evenly."""
   splits = math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+  mesh_named = (f"the {splits} batch slices of the mesh (data x fsdp = {mesh.shape['data']} x "
+                f"{mesh.shape['fsdp']})")
   if batch_size % splits:
     raise ConfigError(f"config field 'train.batch_size' = {batch_size} must be divisible by "
-                      f"the {splits} batch slices of the mesh (data x fsdp = "
-                      f"{mesh.shape['data']} x {mesh.shape['fsdp']}); choose a multiple of "
-                      f"{splits} or another --config.mesh")
+                      f"{mesh_named}; choose a multiple of {splits} or another --config.mesh")
+  if (batch_size // microbatches) % splits:
+    raise ConfigError(f"config fields 'train.batch_size' / 'train.grad_accum_steps' = "
+                      f"{batch_size} / {microbatches} give microbatches of "
+                      f"{batch_size // microbatches} rows, which must be divisible by "
+                      f"{mesh_named}; choose fewer microbatches or a larger batch")
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 

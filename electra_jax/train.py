@@ -31,7 +31,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import cli, objective, sharding
+from electra_jax import cli, flops, objective, sharding
 from electra_jax import metrics as metrics_lib
 from electra_jax import train_step as train_step_lib
 from electra_jax.convert import flax_format, pretrained
@@ -107,7 +107,8 @@ def format_progress(step: int, total_steps: int, m: dict[str, float], eta_s: flo
   return (f"step {step}/{total_steps} | loss {m['loss']:.3f} (gen {m['gen_loss']:.3f}, "
           f"disc {m['disc_loss']:.4f}) | gen acc {m['gen_accuracy']:.3f} | "
           f"disc acc {m['disc_accuracy']:.3f} | {m['tokens_per_s']:,.0f} tok/s | "
-          f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta_s))}")
+          + (f"MFU {m['mfu']:.1%} | " if "mfu" in m else "")
+          + f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta_s))}")
 
 
 class _Discard:
@@ -129,7 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   t = config.train
   log_parameter_counts(config)
   mesh = sharding.create_mesh(config.mesh)
-  sharding.batch_sharding(mesh, t.batch_size)  # refuses a batch the mesh cannot split, early
+  sharding.batch_sharding(mesh, t.batch_size, t.grad_accum_steps)  # refuses bad splits early
   if t.dry_run:
     training = train_step_lib.compile_training(config, mesh)
     log_compiled(training, mesh)
@@ -149,6 +150,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   training = train_step_lib.compile_training(config, mesh)
   log_compiled(training, mesh)
+  model_flops, peak = flops.step_flops(config), flops.peak_flops(config.model.dtype)
+  logging.info("%s; peak %s", flops.describe(model_flops), flops.describe_peak(peak))
   eval_step = train_step_lib.compile_eval_step(config, mesh, training.abstract_state.params)
   state = training.init_state()
   if imported_params is not None:  # Adam's moments start at zero whatever the parameters
@@ -175,6 +178,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_metrics.update(learning_rate=float(window[-1]["learning_rate"]),
                            grad_norm=totals["grad_norm"] / len(window),
                            tokens_per_s=tokens_per_step * len(window) / elapsed)
+      if peak:
+        train_metrics["mfu"] = flops.mfu(model_flops["total"], elapsed / len(window), peak)
       writer.write(step, "train", train_metrics)
       logging.info(format_progress(step, t.steps, train_metrics,
                                    (t.steps - step) * elapsed / len(window)))

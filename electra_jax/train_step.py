@@ -57,9 +57,47 @@ def create_train_state(config: ml_collections.ConfigDict, model: electra.Electra
                     opt_state=optimizer.init(params), rng=run_key)
 
 
+def gradients(apply_fn: Callable, params: Any, batch: Batch, key: jax.Array,
+              settings: objective.ObjectiveSettings, num_microbatches: int = 1
+              ) -> tuple[Any, dict]:
+  """The gradient of the batch's loss and its statistics, in `num_microbatches` pieces.
+
+  The batch is masked as a whole, then split into microbatches whose gradients
+  are summed in a `lax.scan`: the same gradient as the batch in one piece (up
+  to float rounding and dropout's draws), with the activations of one
+  microbatch. Microbatch j takes rows j, j + n, j + 2n, ... (n microbatches), so
+  each device keeps its own rows of every microbatch.
+  """
+  inputs = objective.mask_batch(key, batch, settings)
+  denominators = objective.loss_denominators(inputs)
+
+  def microbatch_gradients(microbatch: objective.MaskedInput, index: int | jax.Array):
+    loss_fn = lambda p: objective.microbatch_loss(apply_fn, p, microbatch, denominators, key,
+                                                  settings, deterministic=False,
+                                                  microbatch=index)
+    (_, (stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, stats
+
+  if num_microbatches == 1:
+    return microbatch_gradients(inputs, 0)
+  split = jax.tree.map(
+      lambda x: x.reshape(-1, num_microbatches, *x.shape[1:]).swapaxes(0, 1), inputs)
+
+  def accumulate(totals, indexed_microbatch):
+    update = microbatch_gradients(indexed_microbatch[1], indexed_microbatch[0])
+    return jax.tree.map(jnp.add, totals, update), None
+
+  stat_shapes = jax.eval_shape(microbatch_gradients, jax.tree.map(lambda x: x[0], split), 0)[1]
+  zeros = (jax.tree.map(jnp.zeros_like, params),
+           jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), stat_shapes))
+  totals, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(num_microbatches), split))
+  return totals
+
+
 def make_train_step(model: electra.ElectraPretrainer, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, settings: objective.ObjectiveSettings,
-                    state_shardings: Any, batch_sharding: NamedSharding
+                    state_shardings: Any, batch_sharding: NamedSharding,
+                    grad_accum_steps: int = 1
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """One jitted update; the old state's buffers are donated to the new one.
 
@@ -69,9 +107,7 @@ def make_train_step(model: electra.ElectraPretrainer, optimizer: optax.GradientT
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(state.rng, state.step)
-    loss_fn = lambda p: objective.electra_loss(model.apply, p, batch, key, settings,
-                                               deterministic=False)
-    (_, (stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads, stats = gradients(model.apply, state.params, batch, key, settings, grad_accum_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     stats = dict(stats, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
@@ -124,9 +160,11 @@ def compile_training(config: ml_collections.ConfigDict, mesh: Mesh) -> CompiledT
   rules = sharding.axis_rules(config.mesh)
   init = functools.partial(create_train_state, config, model, optimizer)
   state, state_shardings = sharding.abstract_sharded(init, mesh, rules)
-  batch_sharding = sharding.batch_sharding(mesh, config.train.batch_size)
+  batch_sharding = sharding.batch_sharding(mesh, config.train.batch_size,
+                                           config.train.grad_accum_steps)
   train_step = make_train_step(model, optimizer, optim.learning_rate_schedule(config),
-                               objective_settings(config), state_shardings, batch_sharding)
+                               objective_settings(config), state_shardings, batch_sharding,
+                               config.train.grad_accum_steps)
   with sharding.activate(mesh, rules):  # tracing applies the model's activation constraints
     train_step = train_step.lower(state, _abstract_batch(config, batch_sharding)).compile()
   return CompiledTraining(

@@ -1,13 +1,17 @@
 """Model shapes, parameter counts and the sharing of embeddings between networks."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import load_config
+from test_train_step import run_steps, small_config
 from electra_jax import objective, train_step as train_step_lib
 from electra_jax.models import electra
+from electra_jax.models.dropout import keep_mask
+from electra_jax.models.layer_norm import LayerNorm
 
 
 def test_small_matches_electra_small_parameter_counts():
@@ -122,3 +126,85 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   run = lambda m: m.apply({"params": params}, b["input_ids"], b["token_type_ids"],
                           method="discriminator_logits")
   np.testing.assert_allclose(run(model16), run(model32), atol=0.05)
+
+
+def test_dot_product_attention_equals_the_written_out_attention():
+  """jax.nn.dot_product_attention (cuDNN's kernel on GPU) computes the same function,
+  padding masks included, in both directions."""
+  config, model, params = tiny_setup(model__attention_dropout_rate=0.0)
+  _, fused, _ = tiny_setup(model__attention_dropout_rate=0.0, model__attention="dot_product")
+  b = batch()  # row 0 is padded from position 10
+  settings = train_step_lib.objective_settings(config)
+
+  def loss(m, p):
+    return objective.electra_loss(m.apply, p, b, jax.random.PRNGKey(1), settings, True)[0]
+
+  (fused_loss, fused_grads), (plain_loss, plain_grads) = (
+      jax.jit(jax.value_and_grad(lambda p, m=m: loss(m, p)))(params) for m in (fused, model))
+  np.testing.assert_allclose(fused_loss, plain_loss, rtol=1e-6)
+  for ours, theirs in zip(jax.tree_util.tree_leaves(fused_grads),
+                          jax.tree_util.tree_leaves(plain_grads)):
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_dropout_masks_are_uniform_independent_and_follow_the_key():
+  shape = (16, 4, 128, 128)
+  mask = np.asarray(keep_mask(jax.random.PRNGKey(0), shape, 0.1))
+  n = mask.size
+  assert abs(mask.mean() - 0.9) < 5 * np.sqrt(0.09 / n)
+  # Every slice along every axis keeps about 90%: no stripes.
+  for axis in range(4):
+    fractions = mask.mean(axis=tuple(a for a in range(4) if a != axis))
+    slice_size = n // shape[axis]
+    assert np.all(np.abs(fractions - 0.9) < 6 * np.sqrt(0.09 / slice_size)), axis
+  # Neighbours along each axis, and the masks of two keys, are uncorrelated.
+  centred = mask - mask.mean()
+  for axis in range(4):
+    a, b = np.moveaxis(centred, axis, 0)[1:], np.moveaxis(centred, axis, 0)[:-1]
+    assert abs((a * b).mean() / centred.var()) < 0.01, axis
+  other = np.asarray(keep_mask(jax.random.PRNGKey(1), shape, 0.1))
+  assert abs(((other - other.mean()) * centred).mean() / centred.var()) < 0.01
+  np.testing.assert_array_equal(mask, keep_mask(jax.random.PRNGKey(0), shape, 0.1))
+
+
+def test_layer_norm_equals_flax_layer_norm_and_its_gradient():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 32)) * 3 + 1
+  theirs = nn.LayerNorm(epsilon=1e-12)
+  params = jax.tree_util.tree_map(lambda p: p + jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                                  theirs.init(jax.random.PRNGKey(2), x))
+  weights = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+  loss = lambda m: lambda p, x: (m.apply(p, x) * weights).sum()
+  np.testing.assert_allclose(LayerNorm(1e-12).apply(params, x), theirs.apply(params, x),
+                             atol=1e-5)
+  for ours, expected in zip(
+      jax.tree_util.tree_leaves(jax.grad(loss(LayerNorm(1e-12)), argnums=(0, 1))(params, x)),
+      jax.tree_util.tree_leaves(jax.grad(loss(theirs), argnums=(0, 1))(params, x))):
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_bfloat16_trains_close_to_float32():
+  """Mixed precision: float32 parameters and gradients, bfloat16 matmuls; a few steps
+  stay near float32's losses (benchmarks/README.md has the 300-step curves)."""
+  histories = {}
+  for dtype in ("float32", "bfloat16"):
+    config = small_config()
+    config.model.num_layers = 1
+    config.model.dtype = dtype
+    state, histories[dtype] = run_steps(config, 3)
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(state.params))
+  for a, b in zip(histories["float32"], histories["bfloat16"]):
+    assert np.isfinite(b["loss"]) and np.isfinite(b["grad_norm"])
+    assert b["loss"] == pytest.approx(a["loss"], rel=0.02)
+
+
+def test_length_512_trains():
+  """The longest position table: every position embedding is used, the step compiles and
+  learns (the paper's base and large configs train at 512)."""
+  config = small_config()
+  config.model.num_layers = 1
+  config.data.max_seq_length = 512
+  config.train.steps = 6
+  config.optim.warmup_steps = 2
+  state, history = run_steps(config, 6, length=512)
+  assert int(state.step) == 6 and all(np.isfinite(h["loss"]) for h in history)
+  assert history[-1]["loss"] < history[0]["loss"]

@@ -119,3 +119,24 @@ def test_mlm_loss_only_at_weighted_positions():
   logits = jnp.asarray([[[0.0, 0.0], [5.0, -5.0]]])
   targets = jnp.asarray([[0, 1]])
   assert float(objective.mlm_loss(logits, targets, jnp.asarray([[1.0, 0.0]]))) == pytest.approx(np.log(2))
+
+
+@pytest.mark.parametrize("vocab", [49, 57])  # a square number of entries, and a short last block
+def test_two_stage_sampling_draws_from_the_softmax(vocab):
+  logits = 2.0 * jax.random.normal(jax.random.PRNGKey(vocab), (vocab,))
+  draws = 100_000
+  samples = objective.sample_tokens(jax.random.PRNGKey(1), jnp.tile(logits, (draws, 1)),
+                                    temperature=1.5)
+  p = np.asarray(jax.nn.softmax(logits / 1.5))
+  freq = np.bincount(np.asarray(samples), minlength=vocab) / draws
+  assert freq.shape == (vocab,)  # never an id past the vocabulary
+  # Every entry within 5 standard deviations of its binomial count.
+  assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / draws) + 1e-6)
+
+
+def test_a_row_samples_the_same_in_any_microbatch():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (8, 3, 50))
+  key = jax.random.PRNGKey(2)
+  sample = jax.jit(objective.sample_tokens)
+  np.testing.assert_array_equal(sample(key, logits[1::2], rows=jnp.arange(1, 8, 2)),
+                                sample(key, logits)[1::2])

@@ -1,6 +1,7 @@
 """The optimizer, the schedule and the compiled train step."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -49,12 +50,13 @@ def compile_for_one_device(config, batch):
           sharding.global_batch(batch, training.batch_sharding, config.train.batch_size))
 
 
-def run_steps(config, num_steps):
+def run_steps(config, num_steps, length=16):
   rng = np.random.default_rng(0)
-  ids = rng.integers(5, 20, size=(8, 16))  # a tiny vocabulary: easy to learn
+  ids = rng.integers(5, 20, size=(8, length))  # a tiny vocabulary: easy to learn
   ids[:, 0], ids[:, -1] = 2, 3
   training, state, batch = compile_for_one_device(
-      config, {"input_ids": ids.astype(np.int32), "token_type_ids": np.zeros((8, 16), np.int32)})
+      config,
+      {"input_ids": ids.astype(np.int32), "token_type_ids": np.zeros((8, length), np.int32)})
   history = []
   for _ in range(num_steps):
     state, stats = training.train_step(state, batch)
@@ -99,3 +101,66 @@ def test_gradient_clipping_at_global_norm():
   # mu = (1 - b1) * clipped gradient after one step.
   assert first_moment_norm == pytest.approx(0.1 * 1e-3, rel=1e-3)
 
+
+
+# ---------------------------------------------------------------------------
+# Gradient accumulation and rematerialisation change how a step computes, not what
+# ---------------------------------------------------------------------------
+
+
+def step_gradients(config, num_microbatches=1, seed=0):
+  """The gradient and statistics of one step's loss on a fixed batch with padding."""
+  model = electra.build_pretrainer(config)
+  params = electra.init_params(model, jax.random.PRNGKey(0), 16, 3)
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(5, config.model.vocab_size, size=(8, 16))
+  ids[:, 0], ids[:, -1], ids[1, 9:], ids[6, 12:] = 2, 3, 0, 0
+  batch = {"input_ids": jnp.asarray(ids, jnp.int32),
+           "token_type_ids": jnp.zeros((8, 16), jnp.int32)}
+  settings = train_step_lib.objective_settings(config)
+  return jax.jit(lambda p: train_step_lib.gradients(
+      model.apply, p, batch, jax.random.PRNGKey(5), settings, num_microbatches))(params)
+
+
+def assert_same_gradients(a, b, tolerance):
+  (grads_a, stats_a), (grads_b, stats_b) = a, b
+  for name in ("loss", "gen_loss", "disc_loss", "gen_correct", "disc_correct", "replaced"):
+    assert float(stats_a[name]) == pytest.approx(float(stats_b[name]), rel=tolerance), name
+  scale = max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads_a))
+  gap = max(float(jnp.abs(x - y).max())
+            for x, y in zip(jax.tree_util.tree_leaves(grads_a), jax.tree_util.tree_leaves(grads_b)))
+  assert gap <= tolerance * scale, (gap, scale)
+
+
+def one_layer_config():
+  config = small_config()
+  config.model.num_layers = 1  # compiles in half the time; what is tested is per layer
+  return config
+
+
+def test_microbatches_give_the_gradient_of_the_whole_batch():
+  """Same masking and samples, losses averaged over the whole batch: only the order of
+  the sums differs (dropout off, since each microbatch draws its own masks)."""
+  config = one_layer_config()
+  config.model.dropout_rate = config.model.attention_dropout_rate = 0.0
+  assert_same_gradients(step_gradients(config), step_gradients(config, 4), 1e-5)
+
+
+@pytest.mark.slow
+def test_accumulating_train_step_compiles_and_matches_one_batch():
+  config = one_layer_config()
+  config.model.dropout_rate = config.model.attention_dropout_rate = 0.0
+  _, whole = run_steps(config, 2)
+  config.train.grad_accum_steps = 2
+  _, halves = run_steps(config, 2)
+  for a, b in zip(whole, halves):
+    assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-5)
+    assert float(b["grad_norm"]) == pytest.approx(float(a["grad_norm"]), rel=1e-4)
+
+
+@pytest.mark.parametrize("remat", ["full", pytest.param("dots", marks=pytest.mark.slow)])
+def test_remat_recomputes_the_same_loss_and_gradient(remat):
+  config = one_layer_config()
+  plain = step_gradients(config)
+  config.model.remat = remat
+  assert_same_gradients(plain, step_gradients(config), 1e-5)

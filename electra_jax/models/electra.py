@@ -35,10 +35,10 @@ class GeneratorHead(nn.Module):
   @nn.compact
   def __call__(self, hidden: jax.Array, embeddings: SharedEmbeddings) -> jax.Array:
     x = gelu(self.settings.dense(self.embedding_size, "dense", ("hidden", "embed"))(hidden))
-    x = self.settings.layer_norm("layer_norm", "embed")(x).astype(self.settings.dtype)
+    x = self.settings.layer_norm("layer_norm", "embed")(x)
     output_bias = self.param("output_bias", partitioned(nn.initializers.zeros, "vocab"),
                              (self.vocab_size,))
-    logits = embeddings.attend(x).astype(jnp.float32) + output_bias
+    logits = embeddings.attend(x, output_bias)
     return nn.with_logical_constraint(logits, ("batch", None, "activation_vocab"))
 
 
@@ -51,7 +51,8 @@ class DiscriminatorHead(nn.Module):
   @nn.compact
   def __call__(self, hidden: jax.Array) -> jax.Array:
     x = gelu(self.settings.dense(self.hidden_size, "dense", ("hidden", "mlp"))(hidden))
-    logits = self.settings.dense(1, "prediction", ("mlp", None))(x)[..., 0].astype(jnp.float32)
+    # One output per token: float32 costs nothing here and keeps the logit exact.
+    logits = self.settings.dense(1, "prediction", ("mlp", None), jnp.float32)(x)[..., 0]
     return nn.with_logical_constraint(logits, ("batch", "length"))
 
 
@@ -118,7 +119,7 @@ def build_pretrainer(config: ml_collections.ConfigDict) -> ElectraPretrainer:
                            attention_dropout_rate=m.attention_dropout_rate,
                            initializer_range=m.initializer_range,
                            layer_norm_eps=m.layer_norm_eps,
-                           dtype=jnp.dtype(m.dtype))
+                           dtype=jnp.dtype(m.dtype), attention=m.attention, remat=m.remat)
   return ElectraPretrainer(
       vocab_size=m.vocab_size,
       embedding_size=m.embedding_size,

@@ -2,7 +2,12 @@
 
 Post-LayerNorm blocks with exact (erf) GELU and LayerNorm epsilon 1e-12, as in
 BERT and the original ELECTRA, so that weights move to and from Hugging Face
-unchanged. Parameters are float32; `dtype` is the compute dtype.
+unchanged.
+
+Mixed precision: parameters are always float32 (the optimizer's master copy);
+`dtype` is the compute dtype of the matmuls. With bfloat16 the matmuls take
+bfloat16 inputs, while the embedding sums, the residual stream, LayerNorm,
+the attention softmax and every logit stay float32.
 
 Every parameter carries logical axis names ("vocab", "embed", "hidden", "mlp",
 "heads", "kv"; None for a dimension never split) and the main activations are
@@ -12,11 +17,14 @@ mesh they change nothing.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from electra_jax.models.dropout import Dropout
+from electra_jax.models.layer_norm import LayerNorm
 
 Dtype = Any
 
@@ -46,19 +54,25 @@ class ModelSettings:
   initializer_range: float = 0.02
   layer_norm_eps: float = 1e-12
   dtype: Dtype = jnp.float32
+  attention: str = "einsum"  # or "dot_product": jax.nn.dot_product_attention (cuDNN on GPU)
+  remat: str = "none"  # recompute in the backward pass: "full" layers or all but "dots"
 
   def kernel_init(self, *axes: str | None) -> nn.initializers.Initializer:
     return partitioned(nn.initializers.normal(self.initializer_range), *axes)
 
-  def layer_norm(self, name: str, axis: str) -> nn.LayerNorm:
-    # float32 statistics whatever the compute dtype: bf16 variances lose too much.
-    return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=jnp.float32,
-                        scale_init=partitioned(nn.initializers.ones, axis),
-                        bias_init=partitioned(nn.initializers.zeros, axis), name=name)
+  def layer_norm(self, name: str, axis: str) -> LayerNorm:
+    # float32 in and out whatever the compute dtype: bf16 variances lose too much.
+    return LayerNorm(epsilon=self.layer_norm_eps,
+                     scale_init=partitioned(nn.initializers.ones, axis),
+                     bias_init=partitioned(nn.initializers.zeros, axis), name=name)
 
-  def dense(self, features: int, name: str, axes: tuple[str | None, str | None]) -> nn.Dense:
-    """A dense layer whose kernel's (input, output) dimensions are named `axes`."""
-    return nn.Dense(features, dtype=self.dtype, kernel_init=self.kernel_init(*axes),
+  def dense(self, features: int, name: str, axes: tuple[str | None, str | None],
+            dtype: Dtype | None = None) -> nn.Dense:
+    """A dense layer whose kernel's (input, output) dimensions are named `axes`.
+
+    It computes in the compute dtype unless `dtype` says otherwise.
+    """
+    return nn.Dense(features, dtype=dtype or self.dtype, kernel_init=self.kernel_init(*axes),
                     bias_init=partitioned(nn.initializers.zeros, axes[1]), name=name)
 
 
@@ -68,8 +82,12 @@ ACTIVATION_HEADS = ("batch", "length", "activation_heads", "kv")
 
 
 def gelu(x: jax.Array) -> jax.Array:
-  """The exact erf GELU of BERT and ELECTRA (not the tanh approximation)."""
-  return nn.gelu(x, approximate=False)
+  """The exact erf GELU of BERT and ELECTRA (not the tanh approximation).
+
+  Written with erf, as transformers does: on CPU it is 2.5x faster than flax's
+  erfc form (nn.gelu(approximate=False)), and differs from it by < 1e-6.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * (2.0**-0.5)))
 
 
 class SelfAttention(nn.Module):
@@ -94,17 +112,50 @@ class SelfAttention(nn.Module):
       return nn.with_logical_constraint(projected, ACTIVATION_HEADS)
 
     query, key, value = project("query"), project("key"), project("value")
-    scores = jnp.einsum("bqhd,bkhd->bhqk", query * head_dim**-0.5, key)
-    scores = jnp.where(attention_mask[:, None, None, :], scores.astype(jnp.float32),
-                       jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1).astype(s.dtype)
-    weights = nn.Dropout(s.attention_dropout_rate)(weights, deterministic=deterministic)
-    context = nn.with_logical_constraint(jnp.einsum("bhqk,bkhd->bqhd", weights, value),
-                                         ACTIVATION_HEADS)
+    if s.attention == "dot_product":
+      context = jax.nn.dot_product_attention(
+          query, key, value, mask=attention_mask[:, None, None, :],
+          implementation=fused_attention_implementation(s.dtype))
+    else:
+      dropout = Dropout(s.attention_dropout_rate)
+      context = einsum_attention(query, key, value, attention_mask,
+                                 lambda w: dropout(w, deterministic=deterministic))
+    context = nn.with_logical_constraint(context, ACTIVATION_HEADS)
     return nn.Einsum((heads, head_dim, self.sizes.hidden_size), "blhk,hkd->bld", dtype=s.dtype,
                      kernel_init=s.kernel_init("heads", "kv", "hidden"),
                      bias_init=partitioned(nn.initializers.zeros, "hidden"),
                      name="output")(context)
+
+
+def einsum_attention(query: jax.Array, key: jax.Array, value: jax.Array,
+                     attention_mask: jax.Array,
+                     dropout: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """Softmax attention written out, with `dropout` on the attention weights.
+
+  Scores and softmax are float32 whatever the inputs' dtype.
+  """
+  scores = jnp.einsum("bqhd,bkhd->bhqk", query * query.shape[-1]**-0.5, key,
+                      preferred_element_type=jnp.float32)
+  scores = jnp.where(attention_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+  weights = dropout(jax.nn.softmax(scores, axis=-1).astype(value.dtype))
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+
+
+def fused_attention_implementation(dtype: Dtype) -> str | None:
+  """cuDNN's fused attention on NVIDIA GPUs in 16-bit floats; elsewhere XLA's.
+
+  jax.nn.dot_product_attention has no dropout: model.attention="dot_product"
+  needs model.attention_dropout_rate=0 (config.py checks).
+  """
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return "cudnn" if half and jax.default_backend() == "gpu" else None
+
+
+# model.remat: what the backward pass recomputes instead of keeping from the forward.
+REMAT_POLICIES = {
+    "full": None,  # everything inside a layer: only its input is kept
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # all but the dense layers
+}
 
 
 class TransformerLayer(nn.Module):
@@ -116,16 +167,19 @@ class TransformerLayer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
     s = self.settings
-    dropout = nn.Dropout(s.dropout_rate)
+    dropout = Dropout(s.dropout_rate)
     attended = SelfAttention(self.sizes, s, name="attention")(x, attention_mask, deterministic)
     x = s.layer_norm("attention_layer_norm", "hidden")(
         x + dropout(attended, deterministic=deterministic))
-    hidden = gelu(s.dense(self.sizes.intermediate_size, "intermediate", ("hidden", "mlp"))(x))
-    hidden = nn.with_logical_constraint(hidden, ("batch", "length", "activation_mlp"))
-    out = s.dense(self.sizes.hidden_size, "output", ("mlp", "hidden"))(hidden)
+    # The feed-forward runs on the tokens as rows of one matrix: on CPU, XLA then
+    # computes its weight gradients without transposing a copy first (11% faster).
+    rows = x.reshape(-1, x.shape[-1])
+    hidden = gelu(s.dense(self.sizes.intermediate_size, "intermediate", ("hidden", "mlp"))(rows))
+    hidden = nn.with_logical_constraint(hidden, ("batch", "activation_mlp"))
+    out = s.dense(self.sizes.hidden_size, "output", ("mlp", "hidden"))(hidden).reshape(x.shape)
     x = s.layer_norm("output_layer_norm", "hidden")(
         x + dropout(out, deterministic=deterministic))
-    return nn.with_logical_constraint(x.astype(s.dtype), ACTIVATION_HIDDEN)
+    return nn.with_logical_constraint(x, ACTIVATION_HIDDEN)
 
 
 class Encoder(nn.Module):
@@ -145,9 +199,13 @@ class Encoder(nn.Module):
     if x.shape[-1] != self.sizes.hidden_size:
       x = self.settings.dense(self.sizes.hidden_size, "embeddings_project", ("embed", "hidden"))(x)
       x = nn.with_logical_constraint(x, ACTIVATION_HIDDEN)
+    layer = TransformerLayer
+    if self.settings.remat != "none":
+      # Argument 3 (counting the module) is `deterministic`, a Python bool.
+      layer = nn.remat(TransformerLayer, static_argnums=(3,),
+                       policy=REMAT_POLICIES[self.settings.remat])
     for i in range(self.sizes.num_layers):
-      x = TransformerLayer(self.sizes, self.settings, name=f"layer_{i}")(
-          x, attention_mask, deterministic)
+      x = layer(self.sizes, self.settings, name=f"layer_{i}")(x, attention_mask, deterministic)
     return x
 
 
@@ -167,24 +225,33 @@ class SharedEmbeddings(nn.Module):
 
   def setup(self):
     s = self.settings
-    embed = lambda n, rows, name: nn.Embed(n, self.embedding_size, dtype=s.dtype,
+    # Looked up and summed in float32; the projection or first layer casts them.
+    embed = lambda n, rows, name: nn.Embed(n, self.embedding_size, dtype=jnp.float32,
                                            embedding_init=s.kernel_init(rows, "embed"), name=name)
     self.word_embeddings = embed(self.vocab_size, "vocab", "word_embeddings")
     # Positions and token types are few: their rows are never split.
     self.position_embeddings = embed(self.max_position_embeddings, None, "position_embeddings")
     self.token_type_embeddings = embed(self.type_vocab_size, None, "token_type_embeddings")
     self.layer_norm = s.layer_norm("layer_norm", "embed")
-    self.dropout = nn.Dropout(s.dropout_rate)
+    self.dropout = Dropout(s.dropout_rate)
 
   def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array,
                deterministic: bool) -> jax.Array:
     positions = jnp.arange(input_ids.shape[-1])[None, :]
     x = (self.word_embeddings(input_ids) + self.position_embeddings(positions) +
          self.token_type_embeddings(token_type_ids))
-    x = self.layer_norm(x).astype(self.settings.dtype)
-    x = nn.with_logical_constraint(x, ACTIVATION_EMBED)
+    x = nn.with_logical_constraint(self.layer_norm(x), ACTIVATION_EMBED)
     return self.dropout(x, deterministic=deterministic)
 
-  def attend(self, x: jax.Array) -> jax.Array:
-    """Logits over the vocabulary from vectors of embedding size (tied output)."""
-    return self.word_embeddings.attend(x)
+  def attend(self, x: jax.Array, bias: jax.Array) -> jax.Array:
+    """float32 logits x @ word_embeddings^T + bias over the vocabulary (tied output).
+
+    The bias rides in the matmul as one more input column (x gets a column of
+    ones): adding it, and summing its gradient, would each be one more pass over
+    the [positions, vocabulary] logits, the largest array of the step.
+    """
+    dtype = self.settings.dtype
+    ones = jnp.ones((*x.shape[:-1], 1), dtype)
+    table = jnp.concatenate([self.word_embeddings.embedding, bias[:, None]], axis=-1)
+    return jnp.einsum("...e,ve->...v", jnp.concatenate([x.astype(dtype), ones], axis=-1),
+                      table.astype(dtype), preferred_element_type=jnp.float32)

@@ -1,0 +1,62 @@
+"""The analytic model FLOPs, the peak table and MFU."""
+
+import dataclasses
+
+import jax
+import pytest
+
+from conftest import load_config
+from electra_jax import flops, sharding, train_step as train_step_lib
+
+
+def small_shapes(config):
+  config.train.batch_size = 4
+  config.data.max_seq_length = 32
+  return config
+
+
+def test_model_flops_agree_with_xla_count():
+  """XLA counts every operation of the compiled step; the model FLOPs count only the
+  matmuls, so XLA's count is a little higher, never lower or far off."""
+  config = small_shapes(load_config("small"))
+  config.model.num_layers = 2  # compiles in seconds; the count is per layer anyway
+  counted = flops.step_flops(config)
+  xla = train_step_lib.compile_training(config, sharding.create_mesh(config.mesh)).cost["flops"]
+  assert counted["total"] <= xla <= 1.25 * counted["total"], (counted["total"], xla)
+
+
+def test_parts_add_up_and_follow_the_sizes():
+  config = load_config("small")
+  parts = flops.step_flops(config)
+  assert parts["total"] == pytest.approx(sum(parts[name] for name in (
+      "generator", "generator_head", "discriminator", "discriminator_head")))
+  # ELECTRA-Small at the paper's batch: 1.4e18 FLOPs over 1M steps (ELECTRA.md).
+  assert parts["total"] == pytest.approx(1.4e12, rel=0.2)
+  # The generator head runs at the masked positions only: doubling the mask rate
+  # doubles it and leaves the discriminator alone.
+  config.objective.mask_rate = 0.30
+  more = flops.step_flops(config)
+  assert more["generator_head"] == pytest.approx(2 * parts["generator_head"], rel=0.05)
+  assert more["discriminator"] == parts["discriminator"]
+  # Attention grows with the length squared, the dense layers linearly.
+  config.data.max_seq_length = 512
+  long = flops.step_flops(config)
+  assert long["discriminator_attention"] == pytest.approx(16 * parts["discriminator_attention"])
+
+
+def test_peak_table_and_mfu():
+  fake = dataclasses.make_dataclass("Device", ["platform", "device_kind"])
+  a100 = [fake("gpu", "NVIDIA A100-SXM4-80GB")] * 8
+  assert flops.peak_flops("bfloat16", a100).flops_per_s == 8 * 312e12
+  assert flops.peak_flops("float32", a100).flops_per_s == 8 * 156e12
+  assert flops.peak_flops("bfloat16", [fake("gpu", "NVIDIA H100 PCIe")]).flops_per_s == 756e12
+  assert flops.peak_flops("bfloat16", [fake("tpu", "TPU v5 lite")]).flops_per_s == 197e12
+  assert flops.peak_flops("bfloat16", [fake("gpu", "Some Future GPU")]) is None
+  peak = flops.Peak(1e12, "test")
+  assert flops.mfu(5e11, 1.0, peak) == pytest.approx(0.5)
+  assert flops.mfu(5e11, 1.0, None) != flops.mfu(5e11, 1.0, None)  # NaN when unknown
+
+
+def test_cpu_peak_is_measured():
+  peak = flops.peak_flops("float32", jax.devices("cpu"))
+  assert peak.source.startswith("measured") and 1e9 < peak.flops_per_s < 1e14
