@@ -210,7 +210,9 @@ def print_record(record: dict[str, Any], peak: flops.Peak | None) -> None:
                   f"{record['peak_bytes_per_device'] / 2**30:.2f} GiB per device"),
       ("model FLOPs / step", flops.describe(record["model_flops"])),
       ("XLA's FLOPs / step", f"{record['xla_flops']:.3g} ({xla_share:.2f}x the model FLOPs: "
-                             "they add elementwise work and the optimizer)"),
+                             "they add elementwise work and the optimizer"
+                             + ("; XLA counts the microbatch loop's body once)"
+                                if record["grad_accum_steps"] > 1 else ")")),
       ("peak", flops.describe_peak(peak)),
   ]
   for name in ("jax", "torch"):
