@@ -3,11 +3,14 @@
 import json
 import os
 
+import flax.traverse_util
 import numpy as np
 
-from convert_helpers import our_order_pieces, random_params, tiny_config, write_run
+from convert_helpers import our_order_pieces, tiny_config, write_run
+from electra_jax.convert import flax_format
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.finetune import config as finetune_config
+from electra_jax.convert.hf_params import NETWORKS
 
 POSITIVE = ["good", "great", "fun", "fine"]
 NEGATIVE = ["bad", "dull", "awful", "sad"]
@@ -21,14 +24,19 @@ def tokenizer() -> WordPieceTokenizer:
 
 
 def export_model(directory, num_layers=2) -> str:
-  """A pre-training run's files (config.json, params.msgpack, vocab.txt) with random weights."""
+  """A pre-training run's files (config.json, params.msgpack, vocab.txt) with random weights,
+  drawn as the model's initializer draws them (normal(0.02), LayerNorms 1, biases 0)."""
   config = tiny_config()
   config.model.vocab_size = tokenizer().vocab_size
   config.model.num_layers = num_layers
-  params = random_params(config)
+  rng = np.random.default_rng(0)
+  shapes = flax.traverse_util.flatten_dict(flax_format.param_shapes(config))
+  params = flax.traverse_util.unflatten_dict({
+      path: (np.ones(leaf.shape) if path[-1] == "scale" else np.zeros(leaf.shape)
+             if path[-1] == "bias" else rng.normal(0, 0.02, leaf.shape)).astype(np.float32)
+      for path, leaf in shapes.items() if path[0] in NETWORKS["discriminator"]})
   path = str(directory)
-  write_run(path, config, {k: params[k] for k in ("embeddings", "discriminator",
-                                                  "discriminator_head")}, tokenizer())
+  write_run(path, config, params, tokenizer())
   return path
 
 
@@ -98,11 +106,11 @@ def write_squad(directory, version: int, train=48, dev=16) -> None:
 
 
 def config(task: str, init: str, data_dir: str, **train):
-  """A small fine-tuning config: 32 tokens, batches of 8, a higher learning rate."""
+  """A small fine-tuning config: 32 tokens, batches of 8, a learning rate for a tiny model."""
   c = finetune_config.default_config(task)
   c.update(init=init, data_dir=data_dir, max_seq_length=32, max_query_length=12, doc_stride=8)
   c.train.update(batch_size=8, eval_batch_size=8, epochs=2, log_every=4)
   c.train.update(**train)
-  c.optim.learning_rate = 1e-3
+  c.optim.learning_rate = 5e-3
   finetune_config.validate(c)
   return c
