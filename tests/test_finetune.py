@@ -41,6 +41,10 @@ class RecordingCheckpointer:
       self.saved[progress["step"]] = (jax.device_get(state), json.loads(json.dumps(progress)))
 
 
+def read_params(directory) -> dict:
+  return flax.serialization.msgpack_restore((directory / "params.msgpack").read_bytes())
+
+
 def unused_rows(data_dir) -> np.ndarray:
   """Ids of the vocabulary that no file under `data_dir` encodes to."""
   tokenizer = helpers.tokenizer()
@@ -71,12 +75,12 @@ def test_cli_trains_evaluates_every_epoch_and_writes_the_best(tmp_path):
   assert results["epochs"] == 3 and len(results["history"]) == 3
   assert results["score_name"] == "accuracy" and results["score"] >= 0.9  # it learned
   assert results["best"]["dev"]["accuracy"] == results["score"]
-  params = flax.serialization.msgpack_restore((workdir / "best" / "params.msgpack").read_bytes())
+  params = read_params(workdir / "best")
   assert set(params) == {"embeddings", "discriminator", "head"}
   predictions = (workdir / "best" / "predictions-dev.tsv").read_text().splitlines()
   assert predictions[0] == "index\tprediction\tlabel" and len(predictions) == 41
   # Rows of words the data never has get no gradient: they keep the pre-trained values.
-  exported = flax.serialization.msgpack_restore((tmp_path / "model" / "params.msgpack").read_bytes())
+  exported = read_params(tmp_path / "model")
   unused = unused_rows(tmp_path / "glue")
   np.testing.assert_allclose(params["embeddings"]["word_embeddings"]["embedding"][unused],
                              exported["embeddings"]["word_embeddings"]["embedding"][unused],
@@ -144,9 +148,8 @@ def test_tagging_from_random_weights_learns_entities(tmp_path):
   assert set(results["best"]["dev"]) == {"precision", "recall", "f1", "accuracy"}
   sentences = (tmp_path / "run" / "best" / "predictions-dev.txt").read_text().split("\n\n")
   assert len(sentences) == 48 and all(len(l.split()) == 3 for l in sentences[0].splitlines())
-  params = flax.serialization.msgpack_restore(
-      (tmp_path / "run" / "best" / "params.msgpack").read_bytes())
-  exported = flax.serialization.msgpack_restore((tmp_path / "model" / "params.msgpack").read_bytes())
+  params = read_params(tmp_path / "run" / "best")
+  exported = read_params(tmp_path / "model")
   unused = unused_rows(tmp_path / "conll")
   rows, exported_rows = (p["embeddings"]["word_embeddings"]["embedding"][unused]
                          for p in (params, exported))
@@ -240,7 +243,7 @@ def _losses_on_meshes(directory: str, meshes: list[tuple[int, int, int]]) -> dic
 
 
 def _run_on_devices(directory, devices: int, meshes) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.path.join(REPO, "tests"),
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   result = subprocess.run([sys.executable, __file__, str(directory), json.dumps(meshes)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

@@ -131,7 +131,8 @@ def test_mnli_evaluates_matched_and_mismatched_and_stsb_scores_are_scaled(tmp_pa
     ("", "is empty"),
     ("sentence\tlabel\n", "has a header but no examples"),
     ("text\tlabel\nfine\t1\n", "has no column 'sentence' (its header has 'text', 'label')"),
-    ("sentence\tlabel\nfine\tpositive\n", "line 2: unknown label 'positive'; SST-2's labels are 0, 1"),
+    ("sentence\tlabel\nfine\tpositive\n",
+     "line 2: unknown label 'positive'; SST-2's labels are 0, 1"),
     ("sentence\tlabel\nonly one column\n", "has no row with the 2 columns expected"),
 ])
 def test_bad_glue_files_get_one_clear_error(tmp_path, text, message):

@@ -1,4 +1,4 @@
-"""The paper's fine-tuning recipe: layer-wise learning rates, warmup, per-task and per-size defaults."""
+"""The paper's fine-tuning recipe: layer-wise learning rates, warmup, defaults per task and size."""
 
 import jax
 import jax.numpy as jnp
@@ -8,13 +8,13 @@ import pytest
 
 import finetune_helpers as helpers
 from conftest import load_config
+from electra_jax import sharding
 from electra_jax.convert import pretrained
 from electra_jax.errors import ConfigError
 from electra_jax.finetune import config as finetune_config
 from electra_jax.finetune import model as model_lib
 from electra_jax.finetune import optimizer as optimizer_lib
 from electra_jax.finetune import tasks
-from electra_jax import sharding
 
 
 def params_of(num_layers: int, embedding_size=16, hidden_size=32):

@@ -22,6 +22,7 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 from absl import flags, logging
 
@@ -153,7 +154,8 @@ def markdown(summary: dict) -> str:
     for label, s in by_init.items():
       scores = ", ".join(f"{v:.4f}" for v in s["scores"])
       lines.append(f"| {task} | {s['score_name']} | {label} | {s['seeds']} | {s['median']:.4f} | "
-                   f"{s['min']:.4f} - {s['max']:.4f} | {scores} | {s['median_train_seconds']:.0f} |")
+                   f"{s['min']:.4f} - {s['max']:.4f} | {scores} | "
+                   f"{s['median_train_seconds']:.0f} |")
   return "\n".join(lines) + "\n"
 
 
@@ -209,6 +211,8 @@ def main(argv: list[str]) -> None:
     raise UserError(f"--seeds={','.join(_SEEDS.value)} must be integers") from None
   data_dirs = dict(glue=_GLUE_DIR.value, conll=_CONLL_DIR.value, squad=_SQUAD_DIR.value)
   os.makedirs(_OUT.value, exist_ok=True)
+  # The runs of a task compile the same steps: XLA's cache on disk compiles them once.
+  jax.config.update("jax_compilation_cache_dir", os.path.join(_OUT.value, "compilation_cache"))
   summary = run_all(parse_inits(_INIT.value), _TASKS.value, seeds, data_dirs, _SET.value,
                     _OUT.value)
   print(markdown(summary))

@@ -47,7 +47,8 @@ def default_config(task: str = "") -> ml_collections.ConfigDict:
   c.train.batch_size = 32
   c.train.eval_batch_size = 32 if span else 64
   c.train.epochs = config_dict.placeholder(int)  # unset: the task's (tasks.TASKS)
-  c.train.seed = 0  # initialization of the head (and of everything, with random_init), dropout, order
+  # Draws the head's initial weights (every weight's, with random_init), dropout and the order.
+  c.train.seed = 0
   c.train.log_every = 100
   # Train on this many examples, drawn once (independently of the seed); 0: all of them.
   c.train.max_examples = 0

@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from electra_jax.data.tokenizer import CLS_ID, SEP_ID, UNK_ID
+from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.finetune import tasks
 from electra_jax.finetune import metrics as metrics_lib
@@ -94,7 +95,7 @@ class Rows:
   first_token: list[list[int]]  # each row's words: the position of their first token
 
 
-def encode(sentences: list[Sentence], tokenizer, tag_ids: dict[str, int],
+def encode(sentences: list[Sentence], tokenizer: AnyTokenizer, tag_ids: dict[str, int],
            max_seq_length: int) -> Rows:
   """Rows of `[CLS] tokens [SEP]`, targets at each word's first token, IGNORED elsewhere.
 
@@ -140,7 +141,7 @@ def encode(sentences: list[Sentence], tokenizer, tag_ids: dict[str, int],
 # ---------------------------------------------------------------------------
 
 
-def load(config: ml_collections.ConfigDict, tokenizer) -> tasks.TaskData:
+def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.TaskData:
   """The training rows and the dev split, encoded; the tags are those of the training file."""
   train = read_conll(_split_path(config.data_dir, "train"), config.tag_column)
   dev_path = _split_path(config.data_dir, "dev")

@@ -10,6 +10,7 @@ import numpy as np
 from absl import logging
 
 from electra_jax.data.tokenizer import CLS_ID, SEP_ID
+from electra_jax.data.tokenizer_files import AnyTokenizer
 
 
 def pack(first: Sequence[int], second: Sequence[int] | None, max_seq_length: int
@@ -46,7 +47,7 @@ def truncate_pair(first: list[int], second: list[int] | None, budget: int
   return first, second, cut
 
 
-def encode_texts(tokenizer, first: Sequence[str], second: Sequence[str] | None,
+def encode_texts(tokenizer: AnyTokenizer, first: Sequence[str], second: Sequence[str] | None,
                  max_seq_length: int, name: str) -> dict[str, np.ndarray]:
   """Single texts or pairs as `input_ids` and `token_type_ids` [examples, max_seq_length].
 

@@ -19,6 +19,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from electra_jax.data import tfds_source
+from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import encoding, tasks
@@ -162,7 +164,6 @@ def _examples(ids: list[str], texts: list[list[str]], targets: list[float],
 
 def read_tfds(task: str, split: str) -> Examples:
   """A split of TFDS's glue/<task>; its integer labels mapped to GLUE's label strings' ids."""
-  from electra_jax.data import tfds_source  # pylint: disable=import-outside-toplevel
   fmt = FORMATS[task]
   tfds = tfds_source.import_tfds("GLUE from TFDS (--config.data_dir=tfds)")
   dataset = f"glue/{task}"
@@ -206,7 +207,7 @@ def read_split(config: ml_collections.ConfigDict, split: str) -> Examples:
 # ---------------------------------------------------------------------------
 
 
-def load(config: ml_collections.ConfigDict, tokenizer) -> tasks.TaskData:
+def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.TaskData:
   """The task's training rows and dev splits, encoded for the model."""
   task, fmt = tasks.TASKS[config.task], FORMATS[config.task]
   train = read_split(config, "train")

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import ConfigError, DataError
 from electra_jax.finetune import encoding, tasks
 from electra_jax.finetune import metrics as metrics_lib
@@ -104,12 +105,11 @@ def _answer_tokens(offsets: list[tuple[int, int]], start_char: int,
   return (covering[0], covering[-1]) if covering else None
 
 
-def encode(questions: list[Question], tokenizer, config: ml_collections.ConfigDict,
+def encode(questions: list[Question], tokenizer: AnyTokenizer, config: ml_collections.ConfigDict,
            training: bool) -> Windows:
   """The rows of every question; with `training`, its answer's token positions as targets."""
   length = config.max_seq_length
-  room = length - config.max_query_length - 3
-  if room < 1:
+  if length - config.max_query_length - 3 < 1:
     raise ConfigError(f"config field 'max_query_length' = {config.max_query_length} leaves no "
                       f"room for the context in 'max_seq_length' = {length}; lower it below "
                       f"{length - 3}")
@@ -129,8 +129,7 @@ def encode(questions: list[Question], tokenizer, config: ml_collections.ConfigDi
       if answer is None or question.context[start_char:start_char + len(text)] != text:
         unfound += 1
         continue
-    room_here = length - len(q_ids) - 3
-    windows = _window_starts(len(ctx_ids), room_here, config.doc_stride)
+    windows = _window_starts(len(ctx_ids), length - len(q_ids) - 3, config.doc_stride)
     first = len(q_ids) + 2  # where the context starts in a row
     for start, size in windows:
       input_ids, types = encoding.pack(q_ids, ctx_ids[start:start + size], length)
@@ -202,7 +201,7 @@ def predict_answers(questions: list[Question], windows: Windows, start_logits: n
   return answers
 
 
-def load(config: ml_collections.ConfigDict, tokenizer) -> tasks.TaskData:
+def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.TaskData:
   version = 2 if config.task == "squad2" else 1
   train_file, dev_file = (os.path.join(config.data_dir, name) for name in FILES[config.task])
   train = encode(read_squad(train_file, version), tokenizer, config, training=True)

@@ -2,7 +2,7 @@
 
 Everything a run needs to continue is two things: the `TrainState` pytree
 (params, optimizer state, step, base key) and a small JSON-able progress dict
-(the step, the best score so far and its epoch, the metrics of each epoch).
+(the step, the best score so far and its epoch, each epoch's metrics, the training time).
 The order of the training rows is a function of the seed and the epoch alone,
 so the step is the whole data position. `Checkpointer` is the one place
 where both are saved and restored; `NO_CHECKPOINTS` (the default) keeps nothing.
@@ -85,7 +85,7 @@ def _epoch_order(rows: int, seed: int, epoch: int) -> np.ndarray:
 
 def train_batch(rows: dict[str, np.ndarray], step: int, batch_size: int,
                 seed: int) -> dict[str, np.ndarray]:
-  """The rows of step `step`: a new shuffle each epoch; an epoch's leftover rows wait for the next."""
+  """The rows of step `step`: a new shuffle each epoch, whose last partial batch is left out."""
   count = len(rows["input_ids"])
   epoch, index = divmod(step, count // batch_size)
   picked = _epoch_order(count, seed, epoch)[index * batch_size:(index + 1) * batch_size]
@@ -127,16 +127,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     raise DataError(f"the training data has {rows} rows, fewer than one batch; lower "
                     f"--config.train.batch_size below {rows}")
   total_steps = t.epochs * steps_per_epoch
-
-  model = model_lib.build_model(discriminator.model, task.kind, data.num_outputs)
-  param_shapes = jax.eval_shape(lambda: sharding.unbox(model_lib.init_partitioned_params(
-      model, jax.random.PRNGKey(0), config.max_seq_length)))
-  optimizer, schedule = optimizer_lib.build_optimizer(
-      config, param_shapes, discriminator.model.num_layers, total_steps)
-  mesh = sharding.create_mesh(config.mesh)
-  compiled = steps.compile_finetuning(model, optimizer, schedule, mesh,
-                                      sharding.axis_rules(config.mesh), t.seed, data.train,
-                                      t.batch_size, t.eval_batch_size)
+  compiled = _compile(config, discriminator.model, data, total_steps)
 
   restored = checkpointer.restore(compiled.abstract_state)
   if restored is None:
@@ -145,7 +136,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     state = compiled.init_state()
     if not config.random_init:
       state = state.replace(params=_with_pretrained(state.params, discriminator.params))
-    progress = dict(step=0, best_score=None, best_epoch=0, history=[])
+    progress = dict(step=0, best_score=None, best_epoch=0, history=[], train_seconds=0.0)
   else:
     state, progress = restored
     logging.info("Resuming at step %d of %d", progress["step"], total_steps)
@@ -156,7 +147,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                config.optim.layer_decay)
 
   writer = metrics_writer.MetricWriter(workdir) if primary else None
-  window, window_start, train_seconds = [], 0.0, 0.0
+  window, window_start = [], 0.0
   for step in range(progress["step"], total_steps):
     if not window:  # evaluation and logging are not training time
       window_start = time.perf_counter()
@@ -168,7 +159,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     if done % t.log_every == 0 or done % steps_per_epoch == 0:
       stats = jax.device_get(window)  # waits for the steps to finish
       elapsed = time.perf_counter() - window_start
-      train_seconds += elapsed
+      progress["train_seconds"] += elapsed
       summary = _log_train(stats, elapsed, t.batch_size, done, total_steps, steps_per_epoch)
       if writer:
         writer.write(done, "train", summary)
@@ -186,10 +177,23 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                  seed=t.seed, epochs=t.epochs, steps=total_steps, train_rows=rows,
                  score_name=task.score, score=progress["best_score"],
                  best_epoch=progress["best_epoch"], best=best, history=progress["history"],
-                 train_seconds=train_seconds)
+                 train_seconds=progress["train_seconds"])
   if primary:
     atomic_write(os.path.join(workdir, RESULTS_FILE), json.dumps(results, indent=2))
   return results
+
+
+def _compile(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict,
+             data: tasks.TaskData, total_steps: int) -> steps.CompiledFineTuning:
+  """The model, its optimizer for `total_steps` and both steps, compiled for the config's mesh."""
+  model = model_lib.build_model(model_config, tasks.TASKS[config.task].kind, data.num_outputs)
+  param_shapes = jax.eval_shape(lambda: sharding.unbox(model_lib.init_partitioned_params(
+      model, jax.random.PRNGKey(0), config.max_seq_length)))
+  optimizer, schedule = optimizer_lib.build_optimizer(config, param_shapes,
+                                                      model_config.num_layers, total_steps)
+  return steps.compile_finetuning(model, optimizer, schedule, sharding.create_mesh(config.mesh),
+                                  sharding.axis_rules(config.mesh), config.train.seed, data.train,
+                                  config.train.batch_size, config.train.eval_batch_size)
 
 
 def _start_workdir(workdir: str, config: ml_collections.ConfigDict,
