@@ -195,6 +195,21 @@ def test_glue_from_tfds_maps_label_names_and_ids(monkeypatch):
     glue.read_tfds("sst2", "test")
 
 
+def test_glue_through_tfds_itself(tmp_path, monkeypatch):
+  """TFDS's own glue/mnli builder, its records replaced by TFDS's mock data."""
+  tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
+  pytest.importorskip("tensorflow", reason="the tfds extra (tensorflow) is not installed")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  c = finetune_config.default_config("mnli")
+  c.data_dir = finetune_config.TFDS
+  with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
+    train = glue.read_split(c, "train")
+    dev = glue.read_split(c, "dev_mismatched")
+  assert len(train.first) == len(train.second) == len(dev.first) == 6
+  assert all(isinstance(text, str) for text in train.first + dev.second)
+  assert set(train.targets) <= {0, 1, 2} and train.targets.dtype == np.int32
+
+
 def test_glue_from_tfds_without_tfds_says_how_to_install(monkeypatch):
   import builtins
   real_import = builtins.__import__
