@@ -10,7 +10,6 @@ from convert_helpers import our_order_pieces, tiny_config, write_run
 from electra_jax.convert import flax_format
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.finetune import config as finetune_config
-from electra_jax.convert.hf_params import NETWORKS
 
 POSITIVE = ["good", "great", "fun", "fine"]
 NEGATIVE = ["bad", "dull", "awful", "sad"]
@@ -24,7 +23,7 @@ def tokenizer() -> WordPieceTokenizer:
 
 
 def export_model(directory, num_layers=2) -> str:
-  """A pre-training run's files (config.json, params.msgpack, vocab.txt) with random weights,
+  """A finished pre-training run's files (config.json, params.msgpack, vocab.txt), its weights
   drawn as the model's initializer draws them (normal(0.02), LayerNorms 1, biases 0)."""
   config = tiny_config()
   config.model.vocab_size = tokenizer().vocab_size
@@ -34,7 +33,7 @@ def export_model(directory, num_layers=2) -> str:
   params = flax.traverse_util.unflatten_dict({
       path: (np.ones(leaf.shape) if path[-1] == "scale" else np.zeros(leaf.shape)
              if path[-1] == "bias" else rng.normal(0, 0.02, leaf.shape)).astype(np.float32)
-      for path, leaf in shapes.items() if path[0] in NETWORKS["discriminator"]})
+      for path, leaf in shapes.items()})
   path = str(directory)
   write_run(path, config, params, tokenizer())
   return path

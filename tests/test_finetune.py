@@ -18,6 +18,7 @@ import pytest
 import finetune_helpers as helpers
 from conftest import REPO
 from electra_jax.convert import pretrained
+from electra_jax.convert.exporting import export_run
 from electra_jax.errors import UserError
 from electra_jax.experiments import downstream
 from electra_jax.finetune import trainer
@@ -158,7 +159,10 @@ def test_tagging_from_random_weights_learns_entities(tmp_path):
 
 
 def test_squad2_span_extraction_learns_answers_and_no_answers(tmp_path):
-  init = helpers.export_model(tmp_path / "model", num_layers=1)
+  """From a Hugging Face folder (the model exported with --format=hf)."""
+  pytest.importorskip("safetensors", reason="the hf extra is not installed")
+  export_run(helpers.export_model(tmp_path / "model", num_layers=1), "hf", str(tmp_path / "hf"))
+  init = str(tmp_path / "hf" / "discriminator")
   helpers.write_squad(tmp_path / "squad", version=2, train=96, dev=24)
   config = helpers.config("squad2", init, str(tmp_path / "squad"), epochs=4)
   results = trainer.finetune(config, str(tmp_path / "run"))
