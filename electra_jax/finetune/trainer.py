@@ -24,7 +24,7 @@ from electra_jax import metrics as metrics_writer
 from electra_jax import sharding
 from electra_jax.convert import pretrained
 from electra_jax.data import tokenizer_files
-from electra_jax.errors import DataError, UserError
+from electra_jax.errors import ConfigError, DataError, UserError
 from electra_jax.fileio import atomic_write, prepare_workdir
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import conll, glue, squad, steps, tasks
@@ -119,6 +119,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   if discriminator is None:
     discriminator = pretrained.load_discriminator(config.init)
   config_lib.resolve(config, discriminator.model)
+  mesh = _mesh(config)
   data = load_task(config, discriminator.tokenizer)
   t = config.train
   rows = len(data.train["input_ids"])
@@ -127,7 +128,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     raise DataError(f"the training data has {rows} rows, fewer than one batch; lower "
                     f"--config.train.batch_size below {rows}")
   total_steps = t.epochs * steps_per_epoch
-  compiled = _compile(config, discriminator.model, data, total_steps)
+  compiled = _compile(config, discriminator.model, data, total_steps, mesh)
 
   restored = checkpointer.restore(compiled.abstract_state)
   if restored is None:
@@ -183,15 +184,28 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
+def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """The config's mesh, once both batch sizes are known to split over it."""
+  mesh = sharding.create_mesh(config.mesh)
+  sharding.batch_sharding(mesh, config.train.batch_size)  # refuses a batch the mesh cannot split
+  slices = mesh.shape["data"] * mesh.shape["fsdp"]
+  if config.train.eval_batch_size % slices:
+    raise ConfigError(f"config field 'train.eval_batch_size' = {config.train.eval_batch_size} "
+                      f"must be divisible by the {slices} batch slices of the mesh (data x fsdp); "
+                      f"choose a multiple of {slices}")
+  return mesh
+
+
 def _compile(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict,
-             data: tasks.TaskData, total_steps: int) -> steps.CompiledFineTuning:
+             data: tasks.TaskData, total_steps: int, mesh: jax.sharding.Mesh
+             ) -> steps.CompiledFineTuning:
   """The model, its optimizer for `total_steps` and both steps, compiled for the config's mesh."""
   model = model_lib.build_model(model_config, tasks.TASKS[config.task].kind, data.num_outputs)
   param_shapes = jax.eval_shape(lambda: sharding.unbox(model_lib.init_partitioned_params(
       model, jax.random.PRNGKey(0), config.max_seq_length)))
   optimizer, schedule = optimizer_lib.build_optimizer(config, param_shapes,
                                                       model_config.num_layers, total_steps)
-  return steps.compile_finetuning(model, optimizer, schedule, sharding.create_mesh(config.mesh),
+  return steps.compile_finetuning(model, optimizer, schedule, mesh,
                                   sharding.axis_rules(config.mesh), config.train.seed, data.train,
                                   config.train.batch_size, config.train.eval_batch_size)
 
