@@ -76,6 +76,8 @@ python_logging.getLogger("absl").addFilter(_QuietOrbax())
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
+  """A checkpoint read back: its step and the three things saved with it."""
+
   step: int
   state: Any  # laid out as the abstract state asked
   loader_state: dict
@@ -89,15 +91,18 @@ class Checkpointer:
                asynchronous: bool = True):
     self.directory = os.path.abspath(directory)
     self.every_steps = every_steps
-    for name in ocp.step.tmp_checkpoints(self.directory) if os.path.isdir(self.directory) else ():
-      logging.warning("%s was being written when its run stopped and is incomplete: removing it",
-                      os.path.join(self.directory, name))
+    if jax.process_index() == 0 and os.path.isdir(self.directory):
+      for name in ocp.step.tmp_checkpoints(self.directory):
+        logging.warning("%s was being written when its run stopped and is incomplete: "
+                        "removing it", os.path.join(self.directory, name))
+        shutil.rmtree(os.path.join(self.directory, name))
     preserve = [checkpoint_managers.LatestN(keep)]
     if keep_every:
       preserve.append(checkpoint_managers.EveryNSteps(keep_every))
     options = ocp.CheckpointManagerOptions(
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(preserve),
-        enable_async_checkpointing=asynchronous, cleanup_tmp_directories=True)
+        enable_async_checkpointing=asynchronous,
+        create=False)  # the directory appears with the first save, not before
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
 
   def all_steps(self) -> list[int]:

@@ -9,8 +9,13 @@ a few minutes on a CPU. Any config field can be overridden, for example
 The first run prepares the corpus (tokenizer, packed examples in shards under
 <workdir>/data, or --config.data.dir) and later runs reuse it. The workdir
 receives the resolved config (config.json), metrics (metrics.jsonl and
-TensorBoard files under tensorboard/), the tokenizer (tokenizer.model) and the
+TensorBoard files under tensorboard/), the tokenizer (tokenizer.model),
+checkpoints (checkpoints/, every --config.checkpoint.every_steps steps) and the
 final parameters (params.msgpack).
+
+A run stopped at any moment continues where its newest checkpoint left it, as
+if it had never stopped, when the same command is run again; on SIGTERM (what
+TPU VMs and SLURM send before preempting) it saves at the next step and exits.
 
 The same command runs on any number of devices and hosts: the device mesh is
 `--config.mesh.*`, and on Cloud TPU VMs and under SLURM the processes find each
@@ -50,8 +55,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,
     "Directory for this run's outputs: config.json, metrics.jsonl, tensorboard/, "
-    "tokenizer.model, params.msgpack, and the prepared data (data/, unless --config.data.dir "
-    "is set). Created if missing. Only process 0 writes to it; "
+    "tokenizer.model, checkpoints/, params.msgpack, and the prepared data (data/, unless "
+    "--config.data.dir is set). Created if missing; a workdir with checkpoints is continued. "
+    "Process 0 writes the files, every process its share of the checkpoints; "
     "in a multi-host run it should be a directory every host can read.")
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address", None,
@@ -190,6 +196,29 @@ def check_finite(unchecked: list[tuple[int, dict]], policy: str,
                     f"--config.optim.learning_rate (with {_ALLOW_HINT}), and run again")
 
 
+def restore_or_initialize(config: ml_collections.ConfigDict,
+                          training: train_step_lib.CompiledTraining,
+                          checkpoints: checkpointing.Checkpointer, batches: Iterator[dict],
+                          metadata: dict, imported_params: dict | None
+                          ) -> tuple[train_step_lib.TrainState, int]:
+  """The state and step to start from: the newest checkpoint's (loader moved there), or new."""
+  restored = checkpoints.restore_latest(
+      training.abstract_state,
+      check=lambda step, saved: check_continuation(
+          saved, metadata, config.checkpoint.allow_config_change,
+          f"the checkpoint of step {step} in {checkpoints.directory}"))
+  if restored:
+    batches.set_state(restored.loader_state)
+    logging.info("Continuing from the checkpoint of step %d in %s", restored.step,
+                 checkpoints.directory)
+    return restored.state, restored.step
+  state = training.init_state()
+  if imported_params is not None:  # Adam's moments start at zero whatever the parameters
+    state = state.replace(params=jax.device_put(
+        imported_params, jax.tree.map(lambda x: x.sharding, training.abstract_state.params)))
+  return state, 0
+
+
 def _state_bytes(abstract_state: train_step_lib.TrainState) -> int:
   return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
 
@@ -246,21 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   hosts = sharding.host_block(training.batch_sharding, t.batch_size)
   batches: Iterator[dict] = loader.train_iterator(data, t.batch_size, t.seed, **hosts)
   metadata = run_metadata(config, data.tokenizer.sha256)
-  restored = checkpoints.restore_latest(
-      training.abstract_state,
-      check=lambda step, saved: check_continuation(
-          saved, metadata, config.checkpoint.allow_config_change,
-          f"the checkpoint of step {step} in {checkpoints.directory}"))
-  if restored:
-    state, start_step = restored.state, restored.step
-    batches.set_state(restored.loader_state)
-    logging.info("Continuing from the checkpoint of step %d in %s", start_step,
-                 checkpoints.directory)
-  else:
-    state, start_step = training.init_state(), 0
-    if imported_params is not None:  # Adam's moments start at zero whatever the parameters
-      state = state.replace(params=jax.device_put(
-          imported_params, jax.tree.map(lambda x: x.sharding, training.abstract_state.params)))
+  state, start_step = restore_or_initialize(config, training, checkpoints, batches, metadata,
+                                            imported_params)
   if primary:  # now that the checkpoint, if any, has been accepted
     atomic_write(os.path.join(workdir, flax_format.CONFIG_FILE),
                  config.to_json_best_effort(indent=2))

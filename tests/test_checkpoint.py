@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config
-from electra_jax import checkpointing, train
+from electra_jax import checkpointing, config as config_lib, train
 from electra_jax.errors import ConfigError, UserError
 
 STATE = {"weights": jnp.zeros((64, 32), jnp.float32), "step": jnp.zeros((), jnp.int32)}
@@ -200,3 +200,17 @@ def test_an_unwritable_checkpoint_directory_is_refused(tmp_path):
   (tmp_path / "file").write_text("not a directory")
   with pytest.raises(UserError, match="cannot write to workdir .*file/checkpoints"):
     checkpointing.check_space(str(tmp_path / "file" / "checkpoints"), 1)
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("train.on_nonfinite", "ignore", "one of stop, skip"),
+    ("checkpoint.every_steps", 0, "a positive integer"),
+    ("checkpoint.keep", 0, "a positive integer"),
+    ("checkpoint.keep_every", -5, "an integer >= 0"),
+])
+def test_checkpoint_settings_are_validated(field, value, allowed):
+  config = load_config("tiny")
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=f"'{field}' = .* must be {allowed}"):
+    config_lib.validate(config)
