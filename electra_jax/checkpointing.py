@@ -45,6 +45,7 @@ import logging as python_logging
 import os
 import shutil
 import signal
+import threading
 from typing import Any, Callable, Iterable, Mapping
 
 import jax
@@ -194,8 +195,8 @@ def check_space(directory: str, checkpoint_bytes: int) -> None:
   prepare_workdir(directory)
   free = shutil.disk_usage(directory).free
   if free < checkpoint_bytes:
-    raise UserError(f"{directory} has {free / 2**20:,.0f} MiB free but one checkpoint takes "
-                    f"{checkpoint_bytes / 2**20:,.0f} MiB; free some space or choose another "
+    raise UserError(f"{directory} has {free / 2**20:,.1f} MiB free but one checkpoint takes "
+                    f"{checkpoint_bytes / 2**20:,.1f} MiB; free some space or choose another "
                     "--workdir")
 
 
@@ -263,7 +264,8 @@ class PreemptionNotice:
     self._previous = None
 
   def __enter__(self) -> "PreemptionNotice":
-    if jax.process_count() == 1:
+    # Python takes signals in the main thread only; elsewhere SIGTERM keeps its default.
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._note)
     return self
 

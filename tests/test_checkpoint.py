@@ -7,6 +7,7 @@ pre-training CLI through kills, preemption and other meshes.
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,15 @@ def test_a_half_written_checkpoint_is_reported_removed_and_the_previous_one_used
   assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
 
 
+def test_sigterm_is_noticed_inside_and_handled_as_before_outside():
+  previous = signal.getsignal(signal.SIGTERM)
+  with checkpointing.PreemptionNotice() as preemption:
+    assert not preemption.reached(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert preemption.reached(2)
+  assert signal.getsignal(signal.SIGTERM) is previous
+
+
 # ---------------------------------------------------------------------------
 # Metadata: which runs may continue which
 # ---------------------------------------------------------------------------
@@ -191,7 +201,7 @@ def test_the_library_version_may_change():
 def test_a_full_disk_is_refused_before_training(tmp_path, monkeypatch):
   usage = shutil.disk_usage(tmp_path)
   monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=5 * 2**20))
-  with pytest.raises(UserError, match="has 5 MiB free but one checkpoint takes 40 MiB"):
+  with pytest.raises(UserError, match="has 5.0 MiB free but one checkpoint takes 40.0 MiB"):
     checkpointing.check_space(str(tmp_path / "checkpoints"), 40 * 2**20)
   checkpointing.check_space(str(tmp_path / "checkpoints"), 4 * 2**20)
 

@@ -8,7 +8,6 @@ run of each mesh compiles.
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import time
 import flax.serialization
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, load_config
@@ -91,6 +91,12 @@ def checkpoint_steps(workdir) -> list[int]:
   directory = workdir / "checkpoints"
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if (
       directory.exists()) else []
+
+
+def read_checkpoint(workdir, step: int) -> dict:
+  """The train state saved at `step`, as plain arrays."""
+  with ocp.StandardCheckpointer() as checkpointer:
+    return checkpointer.restore(workdir / "checkpoints" / str(step) / "state")
 
 
 def wait_for(condition, process: subprocess.Popen, what: str) -> None:
@@ -267,7 +273,7 @@ def test_a_checkpoint_of_another_tokenizer_is_refused(shared, finished_copy):
 
 
 # ---------------------------------------------------------------------------
-# A NaN in the middle of a run (in this process)
+# In this process: a NaN in the middle of a run, a full disk
 # ---------------------------------------------------------------------------
 
 NAN_STEP = 3
@@ -301,7 +307,7 @@ class NanAtStep:
 def compile_once():
   """compile_training and compile_eval_step, compiled on first use and then reused.
 
-  The NaN runs differ only in what the loop does with the statistics, so one
+  The runs below differ only in what the loop does around the step, so one
   compilation serves them all (compiling takes most of their time).
   """
   compiled = {}
@@ -319,20 +325,26 @@ def compile_once():
 
 
 @pytest.fixture
-def nan_run(shared, compile_once, tmp_path, monkeypatch):
+def small_run(shared, compile_once, tmp_path):
+  """A config of a few steps of a smaller model, trained in this process; its workdir."""
   del compile_once
   config = load_config("tiny")
   config.model.vocab_size, config.data.max_seq_length = 200, 32
   config.model.hidden_size = config.model.embedding_size = 64
   config.model.intermediate_size, config.model.num_layers = 128, 1
-  config.data.source, config.data.dir = shared["corpus"], str(shared["tmp"] / "nan-data")
+  config.data.source, config.data.dir = shared["corpus"], str(shared["tmp"] / "small-run-data")
   config.train.steps, config.train.batch_size, config.optim.warmup_steps = 6, 8, 2
   config.train.eval_every, config.train.eval_batches = 0, 1
   config.checkpoint.every_steps, config.checkpoint.keep = 2, 10
+  return config, tmp_path / "run"
+
+
+@pytest.fixture
+def nan_run(small_run, monkeypatch):
   iterator = train.loader.train_iterator
   monkeypatch.setattr(train.loader, "train_iterator", lambda data, batch_size, *args, **kwargs:
                       NanAtStep(iterator(data, batch_size, *args, **kwargs), NAN_STEP, 200))
-  return config, tmp_path / "run"
+  return small_run
 
 
 def test_a_nan_step_is_skipped_and_training_goes_on(nan_run, caplog):
@@ -364,7 +376,10 @@ def test_a_nan_step_stops_the_run_with_the_last_good_checkpoint(nan_run):
   assert checkpoint_steps(workdir) == [2] and not (workdir / "params.msgpack").exists()
 
 
-def read_checkpoint(workdir, step: int) -> dict:
-  import orbax.checkpoint as ocp
-  with ocp.StandardCheckpointer() as checkpointer:
-    return checkpointer.restore(workdir / "checkpoints" / str(step) / "state")
+def test_a_full_disk_stops_the_run_before_training(small_run, monkeypatch):
+  config, workdir = small_run
+  usage = shutil.disk_usage("/")
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2**18))
+  with pytest.raises(UserError, match=r"has 0.2 MiB free but one checkpoint takes 1.\d MiB"):
+    train.train_and_evaluate(config, str(workdir))
+  assert not (workdir / "metrics.jsonl").exists() and checkpoint_steps(workdir) == []
