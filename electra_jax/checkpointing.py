@@ -23,7 +23,8 @@ What it guarantees:
   and returns; the files are written in the background while training goes on.
 - Each checkpoint appears complete or not at all: Orbax writes it into a
   temporary directory and renames it when done. A run killed mid-save leaves
-  only that temporary directory, which is reported and removed.
+  only that temporary directory, which the next Checkpointer on the directory
+  reports and removes.
 - The newest `keep` checkpoints are kept, and those whose step is a multiple
   of `keep_every`, for good; older ones are deleted once a newer one is complete.
 - `restore_latest` reads the newest checkpoint that can be read. One that
@@ -36,8 +37,10 @@ What it guarantees:
 - `metadata` (a JSON-able dict) is saved with every checkpoint and given to
   `check` before the state is read; `check_compatible` is the usual check:
   some fields must be equal, some may differ, the rest only when allowed.
-- On several hosts every process calls every method (each writes and reads
-  its own shards; process 0 writes the JSON items and renames).
+- `check_space` refuses, before training, a directory that cannot be written
+  or cannot hold one more checkpoint.
+- On several hosts every process calls every Checkpointer method (each writes
+  and reads its own shards; process 0 writes the JSON items and renames).
 """
 
 import dataclasses
