@@ -261,16 +261,26 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, A
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first unknown field or disallowed value."""
+  check_fields(config, _RULES, "electra_jax.config.default_config()")
+  _validate_relations(config)
+
+
+def check_fields(config: ml_collections.ConfigDict, rules: dict[str, Rule], origin: str) -> None:
+  """Every field of `config` known to `rules` and allowed by its rule, and none missing.
+
+  `origin` names the function that builds complete configs, for the message
+  about a missing field. Fine-tuning's config (finetune/config.py) is checked
+  against its own rules by the same function.
+  """
   fields = _flatten(config)
   for name in fields:
-    if name not in _RULES:
+    if name not in rules:
       section = name.rsplit(".", 1)[0] + "." if "." in name else ""
-      known = sorted(n for n in _RULES if n.startswith(section)) or sorted(_RULES)
+      known = sorted(n for n in rules if n.startswith(section)) or sorted(rules)
       raise ConfigError(f"unknown config field '{name}'; known fields here: {', '.join(known)}")
-  for name, (allowed, description) in _RULES.items():
+  for name, (allowed, description) in rules.items():
     if name not in fields:
-      raise ConfigError(f"config field '{name}' is missing; build configs from "
-                        "electra_jax.config.default_config()")
+      raise ConfigError(f"config field '{name}' is missing; build configs from {origin}")
     value = fields[name]
     try:
       ok = allowed(value)
@@ -278,7 +288,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       ok = False
     if not ok:
       raise ConfigError(f"config field '{name}' = {value!r} is not allowed: must be {description}")
-  _validate_relations(config)
 
 
 def _validate_relations(config: ml_collections.ConfigDict) -> None:

@@ -18,11 +18,16 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
   positives, negatives = labels.sum(), (~labels).sum()
   if positives == 0 or negatives == 0:
     return float("nan")
-  _, inverse, tie_counts = np.unique(scores, return_inverse=True, return_counts=True)
-  # Average 1-based rank of each distinct score: ties share the mean of their ranks.
-  first_rank = np.cumsum(tie_counts) - tie_counts + 1
-  ranks = (first_rank + (tie_counts - 1) / 2.0)[inverse]
+  ranks = average_ranks(scores)
   return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+  """The 1-based rank of each value; tied values share the mean of their ranks."""
+  _, inverse, tie_counts = np.unique(np.asarray(values).ravel(), return_inverse=True,
+                                     return_counts=True)
+  first_rank = np.cumsum(tie_counts) - tie_counts + 1
+  return (first_rank + (tie_counts - 1) / 2.0)[inverse]
 
 
 class MetricWriter:
