@@ -15,6 +15,7 @@ from ml_collections import config_dict
 from electra_jax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
+NONFINITE_POLICIES = ("stop", "skip")
 
 # The device mesh's axes, outermost first: pure data parallelism, data parallelism
 # with parameters and optimizer state sharded (FSDP / ZeRO-3), and tensor
@@ -94,6 +95,20 @@ def default_config() -> ml_collections.ConfigDict:
   # (as `electra_jax.export --format=hf` writes them) to start from; empty: random init.
   c.train.init_from = ""
   c.train.dry_run = False  # compile, report memory and FLOPs per step, exit
+  # A step whose loss or gradient is NaN or Inf never updates the state; then
+  # "stop": end the run (its checkpoints are all from before that step), or
+  # "skip": go on with the next batch.
+  c.train.on_nonfinite = "stop"
+
+  # Checkpoints in <workdir>/checkpoints: a run started again continues from the newest.
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 1000  # also saved at the last step and on SIGTERM
+  c.checkpoint.keep = 3  # the newest kept; older ones go once a newer one is complete
+  c.checkpoint.keep_every = 0  # also keep, for good, those whose step is a multiple; 0: none
+  c.checkpoint.asynchronous = True  # written in the background while training goes on
+  # Continue a workdir made with other values of fields that change the results
+  # (steps, learning rate, batch size, ...). Model sizes and tokenizer never change.
+  c.checkpoint.allow_config_change = False
 
   # The device mesh: how many devices along each axis. -1 takes the devices the
   # others leave (at most one -1); the product must equal the device count.
@@ -204,6 +219,13 @@ _RULES: dict[str, Rule] = {
     "train.init_from": (lambda v: isinstance(v, str),
                         "a directory with discriminator/ and generator/ folders, or empty"),
     "train.dry_run": (lambda v: isinstance(v, bool), "True or False"),
+    "train.on_nonfinite": (lambda v: v in NONFINITE_POLICIES,
+                           f"one of {', '.join(NONFINITE_POLICIES)}"),
+    "checkpoint.every_steps": _POSITIVE_INT,
+    "checkpoint.keep": _POSITIVE_INT,
+    "checkpoint.keep_every": _NON_NEGATIVE_INT,
+    "checkpoint.asynchronous": (lambda v: isinstance(v, bool), "True or False"),
+    "checkpoint.allow_config_change": (lambda v: isinstance(v, bool), "True or False"),
     "mesh.data": _MESH_SIZE,
     "mesh.fsdp": _MESH_SIZE,
     "mesh.tensor": _MESH_SIZE,

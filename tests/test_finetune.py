@@ -7,6 +7,7 @@ XLA_FLAGS gives the CPU 8 devices before jax starts.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -19,9 +20,9 @@ import finetune_helpers as helpers
 from conftest import REPO
 from electra_jax.convert import pretrained
 from electra_jax.convert.exporting import export_run
-from electra_jax.errors import UserError
+from electra_jax.errors import ConfigError, UserError
 from electra_jax.experiments import downstream
-from electra_jax.finetune import trainer
+from electra_jax.finetune import checkpoints, trainer
 
 
 class RecordingCheckpointer:
@@ -93,8 +94,8 @@ def test_cli_trains_evaluates_every_epoch_and_writes_the_best(tmp_path):
   again = run_cli("--config=configs/finetune/glue.py", f"--config.init={init}",
                   f"--config.data_dir={tmp_path / 'glue'}", f"--workdir={workdir}",
                   "--config.max_seq_length=16")
-  assert again.returncode == 1 and "Traceback" not in again.stderr
-  assert "already holds a fine-tuning run" in again.stderr
+  assert again.returncode == 2 and "Traceback" not in again.stderr  # its checkpoint refuses
+  assert "made with a different config: config.optim.learning_rate" in again.stderr
   assert (workdir / "results.json").read_text() == json.dumps(results, indent=2)  # untouched
 
 
@@ -136,6 +137,41 @@ def test_resuming_from_the_hook_repeats_the_uninterrupted_run(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, resumed_recorder.saved[12][0].params,
                recorder.saved[12][0].params)
   assert resumed["history"] == full["history"] and resumed["best_epoch"] == full["best_epoch"]
+
+
+def test_sigterm_saves_and_the_same_run_continues_from_its_orbax_checkpoint(tmp_path):
+  """The CLI's checkpointer: SIGTERM mid-epoch saves and stops the run; a second run on the
+  workdir continues from that checkpoint and ends as one uninterrupted run."""
+  init = helpers.export_model(tmp_path / "model", num_layers=1)
+  helpers.write_sst2(tmp_path / "glue", train=48, dev=16)
+  discriminator = pretrained.load_discriminator(init)
+  config = lambda: helpers.config("sst2", init, str(tmp_path / "glue"))  # 6 steps an epoch
+
+  class TermAtStep(checkpoints.RunCheckpoints):
+    def save(self, state, progress):
+      if progress["step"] == 8:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return super().save(state, progress)
+
+  full = trainer.finetune(config(), str(tmp_path / "full"), discriminator=discriminator)
+  workdir = str(tmp_path / "run")
+  with TermAtStep(config(), workdir) as checkpointer:
+    assert trainer.finetune(config(), workdir, checkpointer, discriminator) is None
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["6", "8"]  # epoch 1, SIGTERM
+  with checkpoints.RunCheckpoints(config(), workdir) as checkpointer:
+    resumed = trainer.finetune(config(), workdir, checkpointer, discriminator)
+  assert resumed["history"] == full["history"]
+  jax.tree.map(np.testing.assert_array_equal, read_params(tmp_path / "run" / "best"),
+               read_params(tmp_path / "full" / "best"))
+  logged = lambda run: [(line["step"], line["split"]) for line in map(
+      json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
+  assert logged("run") == logged("full")  # each logged step once, in order
+
+  other = config()
+  other.optim.learning_rate = 1e-3
+  with pytest.raises(ConfigError, match="optim.learning_rate"):
+    with checkpoints.RunCheckpoints(other, workdir) as checkpointer:
+      trainer.finetune(other, workdir, checkpointer, discriminator)
 
 
 def test_tagging_from_random_weights_learns_entities(tmp_path):

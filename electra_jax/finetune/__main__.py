@@ -14,7 +14,9 @@ configs/finetune/qa.py a folder with SQuAD's train-v1.1.json and dev-v1.1.json
 Trains for the task's epochs with the paper's recipe (layer-wise learning-rate
 decay, 10% warmup then linear decay), evaluates on the dev split after every
 epoch, and writes to --workdir: config.json, model_config.json, the tokenizer,
-metrics.jsonl and tensorboard/, best/ (params.msgpack, metrics.json and the
+metrics.jsonl and tensorboard/, checkpoints/ (every --config.checkpoint.every_steps
+steps and after every epoch; on SIGTERM it saves and exits 0, and the same
+command continues the run), best/ (params.msgpack, metrics.json and the
 dev predictions of the best epoch) and results.json. --config.random_init=True
 trains the same architecture from random weights instead.
 
@@ -31,7 +33,7 @@ from ml_collections import config_flags
 from electra_jax import cli, sharding
 from electra_jax.errors import UserError
 from electra_jax.finetune import config as config_lib
-from electra_jax.finetune import trainer
+from electra_jax.finetune import checkpoints, trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -52,7 +54,8 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # process 0 reports for all
   workdir = _WORKDIR.value or os.path.join("runs", "finetune", config.task)
   logging.info("Writing to %s", os.path.abspath(workdir))
-  trainer.finetune(config, workdir)
+  with checkpoints.RunCheckpoints(config, workdir) as checkpointer:
+    trainer.finetune(config, workdir, checkpointer)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 `configs/finetune/{glue,tagging,qa}.py` start from `default_config()`; any field
 can be overridden with `--config.field=value`. Fields left unset take the
 paper's recipe (ELECTRA.md, "Fine-tuning") for the task and the model size:
-see `resolve`. The mesh section is pre-training's, with the same meaning.
+see `resolve`. The mesh and checkpoint sections are pre-training's, with the
+same meanings.
 """
 
 import ml_collections
@@ -68,6 +69,9 @@ def default_config(task: str = "") -> ml_collections.ConfigDict:
   c.optim.max_grad_norm = 1.0
 
   c.mesh = config_lib.default_config().mesh
+  # Checkpoints in <workdir>/checkpoints, also after every epoch and on SIGTERM; the same
+  # command started again continues from the newest. Pre-training's fields and meanings.
+  c.checkpoint = config_lib.default_config().checkpoint
   return c
 
 
@@ -104,7 +108,8 @@ _RULES: dict[str, config_lib.Rule] = {
     "optim.b2": config_lib._BETA,
     "optim.eps": config_lib._POSITIVE,
     "optim.max_grad_norm": config_lib._POSITIVE,
-    **{name: rule for name, rule in config_lib._RULES.items() if name.startswith("mesh.")},
+    **{name: rule for name, rule in config_lib._RULES.items()
+       if name.startswith(("mesh.", "checkpoint."))},
 }
 
 

@@ -5,7 +5,8 @@ Everything a run needs to continue is two things: the `TrainState` pytree
 (the step, the best score so far and its epoch, each epoch's metrics, the training time).
 The order of the training rows is a function of the seed and the epoch alone,
 so the step is the whole data position. `Checkpointer` is the one place
-where both are saved and restored; `NO_CHECKPOINTS` (the default) keeps nothing.
+where both are saved and restored: `finetune.checkpoints.RunCheckpoints` (Orbax,
+what the CLI uses) or `NO_CHECKPOINTS` (the default) which keeps nothing.
 """
 
 import functools
@@ -45,10 +46,11 @@ class Checkpointer(Protocol):
   def restore(self, abstract_state: TrainState) -> tuple[TrainState, dict] | None:
     """The latest saved state (in `abstract_state`'s shardings) and progress, or None."""
 
-  def save(self, state: TrainState, progress: dict) -> None:
+  def save(self, state: TrainState, progress: dict) -> bool:
     """Called after every step (progress["step"] steps done); saves when it sees fit.
 
     The state's buffers are donated to the next step: copy what is kept.
+    True stops the run here (it was asked to stop, e.g. by SIGTERM, and has saved).
     """
 
 
@@ -56,8 +58,8 @@ class _NoCheckpoints:
   def restore(self, abstract_state: TrainState) -> None:
     return None
 
-  def save(self, state: TrainState, progress: dict) -> None:
-    pass
+  def save(self, state: TrainState, progress: dict) -> bool:
+    return False
 
 
 NO_CHECKPOINTS = _NoCheckpoints()
@@ -108,8 +110,10 @@ def predict(compiled: steps.CompiledFineTuning, params: Any, features: dict[str,
 
 def finetune(config: ml_collections.ConfigDict, workdir: str,
              checkpointer: Checkpointer = NO_CHECKPOINTS,
-             discriminator: pretrained.Discriminator | None = None) -> dict:
+             discriminator: pretrained.Discriminator | None = None) -> dict | None:
   """Fine-tunes as `config` says; writes the workdir; returns what results.json holds.
+
+  Returns None when `checkpointer` stopped the run early (on SIGTERM).
 
   `discriminator` spares loading `config.init` again (the experiment runner
   passes the one it loaded).
@@ -147,7 +151,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                t.epochs, steps_per_epoch, t.batch_size, config.optim.learning_rate,
                config.optim.layer_decay)
 
-  writer = metrics_writer.MetricWriter(workdir) if primary else None
+  writer = metrics_writer.MetricWriter(workdir, progress["step"]) if primary else None
   window, window_start = [], 0.0
   for step in range(progress["step"], total_steps):
     if not window:  # evaluation and logging are not training time
@@ -169,9 +173,12 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
       _evaluate_epoch(compiled, state, data, task, config, done // steps_per_epoch, done, progress,
                       writer, workdir)
     progress["step"] = done
-    checkpointer.save(state, progress)  # the hook: the state and position after `done` steps
+    if checkpointer.save(state, progress):  # the state and position after `done` steps
+      break
   if writer:
     writer.close()
+  if progress["step"] < total_steps:
+    return None  # stopped early, with a checkpoint to continue from
 
   best = progress["history"][progress["best_epoch"] - 1]["metrics"]
   results = dict(task=config.task, init=config.init, random_init=config.random_init,
