@@ -34,4 +34,5 @@ def get_config():
   c.train.log_every = 50
   c.train.eval_every = 200
   c.train.eval_batches = 10
+  c.checkpoint.every_steps = 200
   return c

@@ -44,8 +44,10 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     _fail(ConfigError(str(e).splitlines()[0]))
 
 
-def resolved_config(config_flag: flags.FlagHolder) -> ml_collections.ConfigDict:
-  """The `--config` file with its overrides applied, validated."""
+def resolved_config(config_flag: flags.FlagHolder,
+                    validate: Callable[[ml_collections.ConfigDict], None] = config_lib.validate
+                    ) -> ml_collections.ConfigDict:
+  """The `--config` file with its overrides applied, checked by `validate`."""
   if config_flag.value is None:
     raise ConfigError("--config is required, e.g. --config=configs/tiny.py")
   config = config_flag.value
@@ -56,7 +58,7 @@ def resolved_config(config_flag: flags.FlagHolder) -> ml_collections.ConfigDict:
       cause = e.__cause__ or e
       raise ConfigError(f"cannot load --config={flags.FLAGS['config'].config_filename}: "
                         f"{cause}") from None
-  config_lib.validate(config)
+  validate(config)
   return config
 
 

@@ -17,6 +17,7 @@ from electra_jax.errors import ConfigError
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLEMENTATIONS = ("einsum", "dot_product")
 REMAT_POLICIES = ("none", "full", "dots")
+NONFINITE_POLICIES = ("stop", "skip")
 
 # The device mesh's axes, outermost first: pure data parallelism, data parallelism
 # with parameters and optimizer state sharded (FSDP / ZeRO-3), and tensor
@@ -108,6 +109,20 @@ def default_config() -> ml_collections.ConfigDict:
   # (as `electra_jax.export --format=hf` writes them) to start from; empty: random init.
   c.train.init_from = ""
   c.train.dry_run = False  # compile, report memory and FLOPs per step, exit
+  # A step whose loss or gradient is NaN or Inf never updates the state; then
+  # "stop": end the run (its checkpoints are all from before that step), or
+  # "skip": go on with the next batch.
+  c.train.on_nonfinite = "stop"
+
+  # Checkpoints in <workdir>/checkpoints: a run started again continues from the newest.
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 1000  # also saved at the last step and on SIGTERM
+  c.checkpoint.keep = 3  # the newest kept; older ones go once a newer one is complete
+  c.checkpoint.keep_every = 0  # also keep, for good, those whose step is a multiple; 0: none
+  c.checkpoint.asynchronous = True  # written in the background while training goes on
+  # Continue a workdir made with other values of fields that change the results
+  # (steps, learning rate, batch size, ...). Model sizes and tokenizer never change.
+  c.checkpoint.allow_config_change = False
 
   # The device mesh: how many devices along each axis. -1 takes the devices the
   # others leave (at most one -1); the product must equal the device count.
@@ -222,6 +237,13 @@ _RULES: dict[str, Rule] = {
     "train.init_from": (lambda v: isinstance(v, str),
                         "a directory with discriminator/ and generator/ folders, or empty"),
     "train.dry_run": (lambda v: isinstance(v, bool), "True or False"),
+    "train.on_nonfinite": (lambda v: v in NONFINITE_POLICIES,
+                           f"one of {', '.join(NONFINITE_POLICIES)}"),
+    "checkpoint.every_steps": _POSITIVE_INT,
+    "checkpoint.keep": _POSITIVE_INT,
+    "checkpoint.keep_every": _NON_NEGATIVE_INT,
+    "checkpoint.asynchronous": (lambda v: isinstance(v, bool), "True or False"),
+    "checkpoint.allow_config_change": (lambda v: isinstance(v, bool), "True or False"),
     "mesh.data": _MESH_SIZE,
     "mesh.fsdp": _MESH_SIZE,
     "mesh.tensor": _MESH_SIZE,
@@ -257,16 +279,26 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, A
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first unknown field or disallowed value."""
+  check_fields(config, _RULES, "electra_jax.config.default_config()")
+  _validate_relations(config)
+
+
+def check_fields(config: ml_collections.ConfigDict, rules: dict[str, Rule], origin: str) -> None:
+  """Every field of `config` known to `rules` and allowed by its rule, and none missing.
+
+  `origin` names the function that builds complete configs, for the message
+  about a missing field. Fine-tuning's config (finetune/config.py) is checked
+  against its own rules by the same function.
+  """
   fields = _flatten(config)
   for name in fields:
-    if name not in _RULES:
+    if name not in rules:
       section = name.rsplit(".", 1)[0] + "." if "." in name else ""
-      known = sorted(n for n in _RULES if n.startswith(section)) or sorted(_RULES)
+      known = sorted(n for n in rules if n.startswith(section)) or sorted(rules)
       raise ConfigError(f"unknown config field '{name}'; known fields here: {', '.join(known)}")
-  for name, (allowed, description) in _RULES.items():
+  for name, (allowed, description) in rules.items():
     if name not in fields:
-      raise ConfigError(f"config field '{name}' is missing; build configs from "
-                        "electra_jax.config.default_config()")
+      raise ConfigError(f"config field '{name}' is missing; build configs from {origin}")
     value = fields[name]
     try:
       ok = allowed(value)
@@ -274,7 +306,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       ok = False
     if not ok:
       raise ConfigError(f"config field '{name}' = {value!r} is not allowed: must be {description}")
-  _validate_relations(config)
 
 
 def _validate_relations(config: ml_collections.ConfigDict) -> None:

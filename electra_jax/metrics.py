@@ -6,6 +6,8 @@ from typing import Mapping
 
 import numpy as np
 
+from electra_jax.fileio import atomic_write
+
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
   """Area under the ROC curve (the Mann-Whitney statistic, ties counted as half).
@@ -16,24 +18,37 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
   positives, negatives = labels.sum(), (~labels).sum()
   if positives == 0 or negatives == 0:
     return float("nan")
-  _, inverse, tie_counts = np.unique(scores, return_inverse=True, return_counts=True)
-  # Average 1-based rank of each distinct score: ties share the mean of their ranks.
-  first_rank = np.cumsum(tie_counts) - tie_counts + 1
-  ranks = (first_rank + (tie_counts - 1) / 2.0)[inverse]
+  ranks = average_ranks(scores)
   return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+  """The 1-based rank of each value; tied values share the mean of their ranks."""
+  _, inverse, tie_counts = np.unique(np.asarray(values).ravel(), return_inverse=True,
+                                     return_counts=True)
+  first_rank = np.cumsum(tie_counts) - tie_counts + 1
+  return (first_rank + (tie_counts - 1) / 2.0)[inverse]
 
 
 class MetricWriter:
   """Appends metrics to `metrics.jsonl` and to TensorBoard event files in the workdir.
 
   Each JSON line is one logged step of one split: {"step", "split", "loss", ...}.
+  A run that starts at `start_step` (resumed from a checkpoint, or 0) drops what
+  an interrupted run logged after it, from both, since those steps run again.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, start_step: int = 0):
     # Imported here: tensorboardX pulls in protobuf, which the library needs only here.
     from tensorboardX import SummaryWriter
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        kept = [line.rstrip("\n") + "\n" for line in f if _logged_step(line) <= start_step]
+      atomic_write(path, "".join(kept))
+    self._jsonl = open(path, "a", encoding="utf-8")
+    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                      purge_step=start_step + 1)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     self._jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
@@ -45,3 +60,11 @@ class MetricWriter:
   def close(self) -> None:
     self._jsonl.close()
     self._tensorboard.close()
+
+
+def _logged_step(line: str) -> float:
+  """The step of a metrics.jsonl line; infinite for one cut short by a killed run."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return float("inf")

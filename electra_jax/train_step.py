@@ -111,6 +111,11 @@ def make_train_step(model: electra.ElectraPretrainer, optimizer: optax.GradientT
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     stats = dict(stats, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+    # A NaN or Inf loss or gradient leaves parameters and moments as they were; the
+    # loop reads it from the statistics and acts as `train.on_nonfinite` says.
+    finite = jnp.isfinite(stats["loss"]) & jnp.isfinite(stats["grad_norm"])
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                     (params, opt_state), (state.params, state.opt_state))
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
 
   replicated = sharding.replicated(batch_sharding.mesh)

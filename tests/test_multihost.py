@@ -6,18 +6,23 @@ mesh (fsdp 4 x tensor 2) spans both processes, so each holds half of every
 batch and a share of every parameter.
 """
 
+import functools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import flax.serialization
 import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_config
+from electra_jax import checkpointing, optim, sharding, train_step as train_step_lib
+from electra_jax.models import electra
 from test_data import make_documents, write_corpus
 
 STEPS = 10
@@ -137,8 +142,48 @@ def test_final_parameters_are_gathered_and_equal(runs):
 def test_only_process_zero_writes_and_logs(runs):
   _, two, (log0, log1) = runs
   assert sorted(p.name for p in two.iterdir()) == [
-      "config.json", "data", "metrics.jsonl", "params.msgpack", "tensorboard", "tokenizer.model"]
+      "checkpoints", "config.json", "data", "metrics.jsonl", "params.msgpack", "tensorboard",
+      "tokenizer.model"]
   assert "Process 0 of 2 joined" in log0 and "(8 devices)" in log0
   assert f"step {STEPS}/{STEPS}" in log0 and "Wrote the final parameters" in log0
   assert "Process 1 of 2 joined" in log1
   assert "step 1/" not in log1 and "Wrote the final" not in log1 and "tokenizer" not in log1
+
+
+def test_both_processes_save_one_checkpoint_that_restores_on_one_device(runs):
+  """The final checkpoint (each process wrote its shards) read into this process's one device."""
+  _, two, _ = runs
+  config = load_config("tiny")
+  config.model.vocab_size, config.data.max_seq_length, config.optim.warmup_steps = 200, 32, 5
+  config.train.steps, config.train.batch_size = STEPS, 8
+  init = functools.partial(train_step_lib.create_train_state, config,
+                           electra.build_pretrainer(config), optim.build_optimizer(config))
+  abstract, _ = sharding.abstract_sharded(init, sharding.create_mesh(config.mesh),
+                                          sharding.axis_rules(config.mesh))
+  checkpoints = checkpointing.Checkpointer(str(two / "checkpoints"), every_steps=1, keep=1)
+  restored = checkpoints.restore_latest(abstract)
+  checkpoints.close()
+  assert restored.step == STEPS and restored.loader_state == {"next_index": STEPS}
+  assert int(restored.state.step) == STEPS
+  params = flax.serialization.msgpack_restore((two / "params.msgpack").read_bytes())
+  for a, b in zip(jax.tree.leaves(restored.state.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_step_with_a_checkpoint(tmp_path):
+  corpus = write_corpus(tmp_path / "corpus.txt", make_documents(60))
+  port = free_port()
+  processes = [start_train(tmp_path / "run", corpus, 4, f"--coordinator_address=localhost:{port}",
+                           "--num_processes=2", f"--process_id={i}", "--config.train.steps=1000")
+               for i in range(2)]
+  metrics_file = tmp_path / "run" / "metrics.jsonl"
+  while not (metrics_file.exists() and metrics_file.read_text().count("\n") >= 3):
+    assert all(p.poll() is None for p in processes), processes[0].stderr.read()[-3000:]
+    time.sleep(0.05)
+  processes[1].send_signal(signal.SIGTERM)  # what one preempted host receives
+  logs = [err for _, err in finish(processes)]  # both exit 0
+  stopped = [int(log.split("Stopped at step ")[1].split()[0]) for log in logs]
+  assert stopped[0] == stopped[1] < 1000
+  assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [str(stopped[0])]
+  assert not (tmp_path / "run" / "params.msgpack").exists()

@@ -21,18 +21,20 @@ from electra_jax.errors import DataError
 RECORDS_PER_INPUT = 50_000
 
 
-def _tfds():
+def import_tfds(user: str = "tfds: sources"):
+  """The tensorflow_datasets module, or a DataError telling `user`'s reader how to install it."""
   try:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     # TFDS imports without TensorFlow, but its dataset builders do not.
     importlib.import_module("tensorflow")
   except ImportError as error:
-    raise DataError(f"tfds: sources need TensorFlow Datasets and TensorFlow ({error.name} is not "
+    raise DataError(f"{user} need TensorFlow Datasets and TensorFlow ({error.name} is not "
                     "installed); pip install 'electra_jax[tfds]'") from None
   return tfds
 
 
-def _builder(tfds, dataset: str):
+def open_builder(tfds, dataset: str):
+  """TFDS's builder of `dataset`, or a DataError naming it."""
   try:
     return tfds.builder(dataset, try_gcs=True)
   except Exception as error:  # pylint: disable=broad-except  # TFDS raises many kinds
@@ -43,8 +45,8 @@ def _builder(tfds, dataset: str):
 
 def split_slices(dataset: str, split: str) -> list[tuple[str, int]]:
   """Slices of `split` of at most RECORDS_PER_INPUT records each, with their sizes."""
-  tfds = _tfds()
-  builder = _builder(tfds, dataset)
+  tfds = import_tfds()
+  builder = open_builder(tfds, dataset)
   logging.info("Opening the TFDS dataset %s (downloaded and prepared on first use)", dataset)
   builder.download_and_prepare()
   try:
@@ -62,8 +64,8 @@ def split_slices(dataset: str, split: str) -> list[tuple[str, int]]:
 
 def read_texts(dataset: str, split: str, text_field: str) -> Iterator[str]:
   """The `text_field` of each record of `split`, in order."""
-  tfds = _tfds()
-  builder = _builder(tfds, dataset)
+  tfds = import_tfds()
+  builder = open_builder(tfds, dataset)
   if text_field not in builder.info.features:
     raise DataError(f"the TFDS dataset '{dataset}' has no feature '{text_field}'; set "
                     f"--config.data.text_field to one of {', '.join(builder.info.features)}")

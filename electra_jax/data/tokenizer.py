@@ -105,6 +105,29 @@ class Tokenizer:
     """Text of `ids`; special tokens decode to nothing."""
     return self._processor.decode([int(i) for i in ids])
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """The ids of `text` (as `encode`) and the characters [start, end) of `text` each covers.
+
+    Span extraction (SQuAD) maps answers to tokens and predicted tokens back to
+    text with these. A piece's leading whitespace ("▁") is not part of its span.
+    """
+    encoded = self._processor.encode(text, out_type="proto")
+    char_at_byte = np.zeros(len(text.encode("utf-8")) + 1, np.int64)
+    position = 0
+    for index, char in enumerate(text):
+      width = len(char.encode("utf-8"))
+      char_at_byte[position:position + width] = index
+      position += width
+    char_at_byte[position] = len(text)
+    ids, offsets = [], []
+    for piece in encoded.pieces:
+      start, end = int(char_at_byte[piece.begin]), int(char_at_byte[piece.end])
+      while start < end and text[start].isspace():
+        start += 1
+      ids.append(piece.id)
+      offsets.append((start, end))
+    return ids, offsets
+
 
 def train_tokenizer(documents: Iterable[list[str]], vocab_size: int, lowercase: bool,
                     max_sentences: int, seed: int) -> Tokenizer:

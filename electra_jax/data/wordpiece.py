@@ -92,6 +92,40 @@ class WordPieceTokenizer:
     pieces = [self._pieces[int(i)] for i in ids if int(i) == UNK_ID or int(i) not in SPECIAL_PIECES]
     return " ".join(pieces).replace(f" {CONTINUATION}", "").strip()
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """The ids of `text` (as `encode`) and the characters [start, end) of `text` each covers.
+
+    Span extraction (SQuAD) maps answers to tokens and predicted tokens back to
+    text with these. A word that lower-casing or accent stripping changes in
+    length maps its pieces to its characters as closely as the change allows.
+    """
+    ids, offsets = [], []
+    for positions in _word_positions(text):
+      normalized, origin = self._normalized(text, positions)
+      start = 0
+      for part in _split_punctuation(normalized):
+        part_ids = self._word_ids(part)
+        if part_ids == [UNK_ID]:
+          lengths = [len(part)]
+        else:
+          lengths = [len(self._pieces[i]) - (len(CONTINUATION) if k else 0)
+                     for k, i in enumerate(part_ids)]
+        for token_id, length in zip(part_ids, lengths):
+          ids.append(token_id)
+          offsets.append((origin[start], origin[start + length - 1] + 1))
+          start += length
+    return ids, offsets
+
+  def _normalized(self, text: str, positions: list[int]) -> tuple[str, list[int]]:
+    """The word at `positions` of `text` as encoding sees it, and each character's position."""
+    word = "".join(text[p] for p in positions)
+    if not self._lowercase:
+      return word, positions
+    per_char = [_strip_accents(text[p].lower()) for p in positions]
+    origin = [p for p, chars in zip(positions, per_char) for _ in chars]
+    whole = _strip_accents(word.lower())  # what `encode` cuts (context-dependent case rules)
+    return (whole if len(whole) == len(origin) else "".join(per_char)), origin
+
   def _uncached_token_ids(self, token: str) -> tuple[int, ...]:
     """The ids of one whitespace-free token: cased, split at punctuation, cut into pieces."""
     if self._lowercase:
@@ -131,6 +165,26 @@ def _split_on_whitespace(line: str) -> list[str]:
   if line.isascii():
     return line.translate(_ASCII_CONTROL).split()
   return _CJK.sub(r" \g<0> ", "".join(map(_cleaned_char, line))).split()
+
+
+def _word_positions(text: str) -> list[list[int]]:
+  """The positions in `text` of each word's characters, split as `_split_on_whitespace` splits."""
+  words, current = [], []
+  for position, char in enumerate(text):
+    cleaned = _cleaned_char(char)
+    if not cleaned:  # dropped
+      continue
+    if cleaned.isspace() or _CJK.match(char):
+      if current:
+        words.append(current)
+      current = []
+      if not cleaned.isspace():  # an ideograph is a word of its own
+        words.append([position])
+    else:
+      current.append(position)
+  if current:
+    words.append(current)
+  return words
 
 
 @functools.cache

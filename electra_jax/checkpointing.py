@@ -1,0 +1,289 @@
+"""Checkpoints of a training run with Orbax: its state, its data position and what made it.
+
+A run that can be killed at any moment and continue as if nothing happened
+needs three things saved together: the state (parameters, optimizer moments,
+step, base key), the data loader's position, and metadata that says which
+model, tokenizer and config produced them. This module is that, for any
+training loop (pre-training and fine-tuning alike):
+
+  checkpointer = Checkpointer(directory, every_steps=1000, keep=3)
+  restored = checkpointer.restore_latest(abstract_state, check=refuse_other_runs)
+  if restored:  # else start from scratch
+    state, step = restored.state, restored.step
+    loader.set_state(restored.loader_state)
+  with PreemptionNotice() as preemption:
+    for step in ...:
+      state = train_step(state, next(loader))
+      if checkpointer.should_save(step) or preemption.reached(step):
+        checkpointer.save(step, state, loader.get_state(), metadata)
+  checkpointer.close()  # waits for the last save
+
+What it guarantees:
+- Saves are asynchronous (by default): `save` copies the state off the devices
+  and returns; the files are written in the background while training goes on.
+- Each checkpoint appears complete or not at all: Orbax writes it into a
+  temporary directory and renames it when done. A run killed mid-save leaves
+  only that temporary directory, which the next Checkpointer on the directory
+  reports and removes.
+- The newest `keep` checkpoints are kept, and those whose step is a multiple
+  of `keep_every`, for good; older ones are deleted once a newer one is complete.
+- `restore_latest` reads the newest checkpoint that can be read. One that
+  cannot (truncated or missing files) is set aside as `<step>.unreadable` with
+  a warning, and the one before it is used; none is set aside unless an older
+  one restores, so a mismatch that fails them all moves nothing.
+- The state is read into `abstract_state`: a pytree of jax.ShapeDtypeStruct
+  carrying the shardings wanted now, so a checkpoint saved on one mesh restores
+  onto another (8 devices -> 1, 1 -> 8, other hosts).
+- `metadata` (a JSON-able dict) is saved with every checkpoint and given to
+  `check` before the state is read; `check_compatible` is the usual check:
+  some fields must be equal, some may differ, the rest only when allowed.
+- `check_space` refuses, before training, a directory that cannot be written
+  or cannot hold one more checkpoint.
+- On several hosts every process calls every Checkpointer method (each writes
+  and reads its own shards; process 0 writes the JSON items and renames).
+"""
+
+import dataclasses
+import logging as python_logging
+import os
+import shutil
+import signal
+import threading
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers
+
+from electra_jax.errors import ConfigError, UserError
+from electra_jax.fileio import prepare_workdir
+
+_ITEMS = ("state", "loader", "metadata")
+UNREADABLE_SUFFIX = ".unreadable"  # a name Orbax does not take for a step
+# What reading a damaged checkpoint raises: missing or short files (tensorstore's
+# errors are ValueErrors), undecodable JSON, an item that is not there.
+_READ_ERRORS = (OSError, ValueError, KeyError)
+
+
+class _QuietOrbax(python_logging.Filter):
+  """Drops Orbax's INFO lines (a dozen per save); its warnings and errors still show."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return (record.levelno >= python_logging.WARNING or
+            f"{os.sep}orbax{os.sep}" not in record.pathname)
+
+
+python_logging.getLogger("absl").addFilter(_QuietOrbax())
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A checkpoint read back: its step and the three things saved with it."""
+
+  step: int
+  state: Any  # laid out as the abstract state asked
+  loader_state: dict
+  metadata: dict
+
+
+class Checkpointer:
+  """Saves every `every_steps` steps into `directory`; restores the newest readable checkpoint."""
+
+  def __init__(self, directory: str, every_steps: int, keep: int, keep_every: int = 0,
+               asynchronous: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.every_steps = every_steps
+    if jax.process_index() == 0 and os.path.isdir(self.directory):
+      for name in ocp.step.tmp_checkpoints(self.directory):
+        logging.warning("%s was being written when its run stopped and is incomplete: "
+                        "removing it", os.path.join(self.directory, name))
+        shutil.rmtree(os.path.join(self.directory, name))
+    preserve = [checkpoint_managers.LatestN(keep)]
+    if keep_every:
+      preserve.append(checkpoint_managers.EveryNSteps(keep_every))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(preserve),
+        enable_async_checkpointing=asynchronous,
+        create=False)  # the directory appears with the first save, not before
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    return step % self.every_steps == 0
+
+  def save(self, step: int, state: Any, loader_state: Mapping[str, Any],
+           metadata: Mapping[str, Any]) -> None:
+    """Starts saving (returns once the state is off the devices when asynchronous)."""
+    logging.info("Saving the checkpoint of step %d in %s", step, self.directory)
+    self._manager.save(step, force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(dict(loader_state)),
+        metadata=ocp.args.JsonSave(dict(metadata))))
+
+  def restore_latest(self, abstract_state: Any,
+                     check: Callable[[int, dict], Any] = lambda step, metadata: None
+                     ) -> Restored | None:
+    """The newest readable checkpoint read into `abstract_state`'s layout; None if there is none.
+
+    `check(step, metadata)` runs before the state is read and raises to refuse it.
+    """
+    unreadable = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        metadata = self._read(step, metadata=ocp.args.JsonRestore())["metadata"]
+      except _READ_ERRORS as error:
+        unreadable.append((step, error))
+        continue
+      check(step, metadata)
+      try:
+        restored = self._read(step, state=ocp.args.StandardRestore(abstract_state),
+                              loader=ocp.args.JsonRestore())
+      except _READ_ERRORS as error:
+        unreadable.append((step, error))
+        continue
+      self._set_aside(unreadable, step)
+      return Restored(step, restored["state"], restored["loader"], metadata)
+    if unreadable:
+      step, error = unreadable[0]
+      raise UserError(f"no checkpoint in {self.directory} can be read (step {step}: "
+                      f"{_first_line(error)}); move that directory away to start afresh")
+    return None
+
+  def wait(self) -> None:
+    """Blocks until the last save is complete on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def _read(self, step: int, **items: ocp.args.CheckpointArgs) -> ocp.args.Composite:
+    return self._manager.restore(step, args=ocp.args.Composite(**items))
+
+  def _set_aside(self, unreadable: list[tuple[int, Exception]], restored_step: int) -> None:
+    """Renames checkpoints newer than `restored_step` that could not be read, keeping them."""
+    for step, error in unreadable:
+      path = os.path.join(self.directory, str(step))
+      logging.warning("The checkpoint of step %d cannot be read (%s): using step %d instead, "
+                      "and keeping it as %s%s", step, _first_line(error), restored_step, path,
+                      UNREADABLE_SUFFIX)
+      if jax.process_index() == 0:
+        os.replace(path, _free_name(path + UNREADABLE_SUFFIX))
+    if unreadable:
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("unreadable checkpoints set aside")
+      self._manager.reload()
+
+
+def _free_name(path: str) -> str:
+  candidate, n = path, 1
+  while os.path.exists(candidate):
+    candidate, n = f"{path}.{n}", n + 1
+  return candidate
+
+
+def _first_line(error: Exception) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+# ---------------------------------------------------------------------------
+# Before training: room to save, and metadata that fits
+# ---------------------------------------------------------------------------
+
+
+def check_space(directory: str, checkpoint_bytes: int) -> None:
+  """Refuses a checkpoint directory that cannot be written or cannot hold one more checkpoint."""
+  prepare_workdir(directory)
+  free = shutil.disk_usage(directory).free
+  if free < checkpoint_bytes:
+    raise UserError(f"{directory} has {free / 2**20:,.1f} MiB free but one checkpoint takes "
+                    f"{checkpoint_bytes / 2**20:,.1f} MiB; free some space or choose another "
+                    "--workdir")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{"a": {"b": 1}} -> {"a.b": 1}: metadata as dotted names."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], *,
+                     fixed: Iterable[str], free: Iterable[str], allow_changes: bool,
+                     source: str, allow_hint: str) -> list[str]:
+  """Whether a run with metadata `current` may continue from `saved`; the differences it accepts.
+
+  Names are dotted paths into the metadata (`config.model.hidden_size`), or
+  prefixes ending in '.' for whole sections. A difference in a `fixed` name
+  (the model's shape, the tokenizer) is always refused; one in a `free` name
+  (the mesh, the logging interval) never is; any other only with
+  `allow_changes`, which `allow_hint` tells the user how to give. Names that
+  only one side has (fields of another version) are not compared. `source`
+  names what was saved, for the messages.
+  """
+  saved, current = flatten(saved), flatten(current)
+  matches = lambda name, patterns: any(
+      name == p or (p.endswith(".") and name.startswith(p)) for p in patterns)
+  fixed, free = tuple(fixed), tuple(free)
+  differences = sorted(name for name in saved.keys() & current.keys()
+                       if saved[name] != current[name] and not matches(name, free))
+  describe = lambda names: "; ".join(f"{name} is {saved[name]!r} there and {current[name]!r} here"
+                                     for name in names)
+  refused = [name for name in differences if matches(name, fixed)]
+  if refused:
+    raise ConfigError(f"{source} is of another model or tokenizer: {describe(refused)}. Continue "
+                      "it with the same values, or start a new run in another --workdir")
+  if differences and not allow_changes:
+    raise ConfigError(f"{source} was made with a different config: {describe(differences)}. "
+                      f"Run it with the same values, or give {allow_hint} to continue with the "
+                      "new ones")
+  return [describe([name]) for name in differences]
+
+
+# ---------------------------------------------------------------------------
+# Preemption
+# ---------------------------------------------------------------------------
+
+
+class PreemptionNotice:
+  """Notices SIGTERM (what TPU VMs, SLURM and Kubernetes send before stopping a job).
+
+  Use as a context manager around the training loop and ask `reached(step)`
+  after every step: True once the run should save and stop. On one process a
+  handler notes the signal; on several, JAX's preemption service (which
+  listens for the same signal from `jax.distributed.initialize` on) picks one
+  step at which all processes stop together, so `reached` must be asked at
+  every step by every process.
+  """
+
+  def __init__(self):
+    self._received = False
+    self._previous = None
+
+  def __enter__(self) -> "PreemptionNotice":
+    # Python takes signals in the main thread only; elsewhere SIGTERM keeps its default.
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._note)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def _note(self, signum, frame) -> None:
+    del signum, frame
+    self._received = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self._received
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # the preemption service is off (jax_enable_preemption_service)
+      return False
