@@ -34,7 +34,7 @@ def test_parts_add_up_and_follow_the_sizes():
   assert parts["total"] == pytest.approx(1.4e12, rel=0.2)
   # The generator head runs at the masked positions only: doubling the mask rate
   # doubles it and leaves the discriminator alone.
-  config.objective.mask_rate = 0.30
+  config.masking.mask_rate = 0.30
   more = flops.step_flops(config)
   assert more["generator_head"] == pytest.approx(2 * parts["generator_head"], rel=0.05)
   assert more["discriminator"] == parts["discriminator"]
