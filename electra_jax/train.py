@@ -95,9 +95,11 @@ _GUARDED_METRICS = ("gen_loss", "disc_loss", "mlm_loss", "loss", "grad_norm")
 
 def log_parameter_counts(config: ml_collections.ConfigDict) -> None:
   counts = electra.parameter_counts(config)
-  logging.info("Parameters: discriminator %s (with shared embeddings %s), generator's own %s, "
-               "total %s", *(f"{counts[k]:,}" for k in
-                             ("discriminator", "embeddings", "generator", "total")))
+  names = (("encoder", "MLM head") if config.objective == "mlm" else
+           ("discriminator", "generator's own"))
+  logging.info("Parameters: %s %s (with shared embeddings %s), %s %s, total %s", names[0],
+               f"{counts['discriminator']:,}", f"{counts['embeddings']:,}", names[1],
+               f"{counts['generator']:,}", f"{counts['total']:,}")
 
 
 def log_compiled(training: train_step_lib.CompiledTraining, mesh: jax.sharding.Mesh) -> None:

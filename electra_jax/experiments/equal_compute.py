@@ -50,10 +50,11 @@ from electra_jax.fileio import atomic_write
 OBJECTIVES = ("electra", "mlm")
 RANDOM = downstream.RANDOM
 # Short fine-tuning runs, so that the whole grid (2 objectives x 3 fractions + random =
-# 7 encoders x 3 tasks x 3 seeds = 63 runs) takes about 40 minutes on 2 CPU cores.
-# Applied before --set, which adds to or overrides them.
-FINETUNE_DEFAULTS = ("max_seq_length=64", "sst2:train.max_examples=4000",
-                     "conll:train.max_examples=2000")
+# 7 encoders x 3 tasks x 3 seeds = 63 runs) takes about an hour on 2 CPU cores: 64 tokens,
+# 2,000 training examples per task (a fixed draw, the same for every run), CoNLL for 10
+# epochs (its recipe's 3 leave every model near F1 0 with so few sentences:
+# docs/finetune_results.md). Applied before --set, which adds to or overrides them.
+FINETUNE_DEFAULTS = ("max_seq_length=64", "train.max_examples=2000", "conll:train.epochs=10")
 
 _TEMPERATURE = flags.DEFINE_float(
     "electra_temperature", 1.0,
