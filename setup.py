@@ -41,6 +41,8 @@ setup(
         # The Hugging Face bridge: export and import need safetensors, tokenizers and
         # protobuf only; torch and transformers run the parity tests and read the older
         # pytorch_model.bin checkpoints.
+        # The equal-compute experiment's plot (electra_jax.experiments.equal_compute).
+        "experiments": ["matplotlib>=3.7,<4"],
         "hf": [
             "safetensors>=0.4,<1",
             "tokenizers>=0.15,<1",

@@ -11,7 +11,7 @@ def get_config():
   c.model.num_heads = 16
   c.model.intermediate_size = 4096
   c.model.generator_size = 0.25
-  c.objective.mask_rate = 0.25
+  c.masking.mask_rate = 0.25
   c.optim.learning_rate = 2e-4
   c.train.batch_size = 2048
   c.train.steps = 400_000

@@ -4,7 +4,7 @@ For trying the framework and for tests; it learns (held-out generator accuracy
 and discriminator AUC climb within a few hundred steps) but is no useful encoder.
 
 One departure from the paper, on purpose: the generator's samples are drawn at
-temperature 2 (`objective.temperature`, a knob of the original code too). At
+temperature 2 (`electra.temperature`, a knob of the original code too). At
 temperature 1 a generator this small reaches unigram-level samples within ~100
 steps, and spotting a plausible frequent word needs attention to its
 neighbours, which a 2-layer discriminator takes far longer than a few minutes
@@ -26,7 +26,7 @@ def get_config():
   c.model.num_heads = 2
   c.model.intermediate_size = 512
   c.model.generator_size = 0.5
-  c.objective.temperature = 2.0
+  c.electra.temperature = 2.0
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 60
   c.train.steps = 600

@@ -177,6 +177,33 @@ class Checkpointer:
       self._manager.reload()
 
 
+def restore_step(directory: str, step: int, abstract_state: Any) -> Restored:
+  """The checkpoint of `step` in `directory`, read without changing anything there.
+
+  For reading a kept checkpoint (`keep_every`) of a run, finished or still
+  going: unlike a Checkpointer, this never removes an incomplete save.
+  """
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                  item_names=_ITEMS)
+  try:
+    steps = sorted(manager.all_steps())
+    if step not in steps:
+      raise UserError(f"{directory} has no checkpoint of step {step}; it has "
+                      f"{', '.join(map(str, steps)) or 'none'} (checkpoint.keep_every keeps "
+                      "checkpoints for good)")
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), loader=ocp.args.JsonRestore(),
+          metadata=ocp.args.JsonRestore()))
+    except _READ_ERRORS as error:
+      raise UserError(f"the checkpoint of step {step} in {directory} cannot be read: "
+                      f"{_first_line(error)}") from None
+  finally:
+    manager.close()
+  return Restored(step, restored["state"], restored["loader"], restored["metadata"])
+
+
 def _free_name(path: str) -> str:
   candidate, n = path, 1
   while os.path.exists(candidate):

@@ -77,14 +77,26 @@ def default_config() -> ml_collections.ConfigDict:
   # pass, "dots" keeps the dense layers' outputs and recomputes the rest.
   c.model.remat = "none"
 
-  c.objective = ml_collections.ConfigDict()
-  c.objective.mask_rate = 0.15
-  c.objective.mask_token_prob = 0.85  # the rest of the picked tokens stay as they are
+  # "electra": replaced token detection (a generator corrupts, the discriminator
+  # spots). "mlm": BERT's masked language modelling with the discriminator-sized
+  # encoder alone, for comparisons at equal compute (model.generator_* unused).
+  c.objective = "electra"
+
+  # Which tokens are picked and what they become; shared by both objectives.
+  c.masking = ml_collections.ConfigDict()
+  c.masking.mask_rate = 0.15
+  # Of the picked tokens, these shares become [MASK] and a random token; the rest
+  # stay as they are. Unset: the objective's own (masking_probs).
+  c.masking.mask_token_prob = config_dict.placeholder(float)
+  c.masking.random_token_prob = config_dict.placeholder(float)
   # Unset: int((mask_rate + 0.005) * max_seq_length), as the original code.
-  c.objective.max_predictions_per_seq = config_dict.placeholder(int)
-  c.objective.gen_weight = 1.0
-  c.objective.disc_weight = 50.0
-  c.objective.temperature = 1.0
+  c.masking.max_predictions_per_seq = config_dict.placeholder(int)
+
+  # ELECTRA only: the loss weights and the generator's sampling temperature.
+  c.electra = ml_collections.ConfigDict()
+  c.electra.gen_weight = 1.0
+  c.electra.disc_weight = 50.0
+  c.electra.temperature = 1.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-4
@@ -151,12 +163,58 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+OBJECTIVES = ("electra", "mlm")
+# (mask_token_prob, random_token_prob) of each objective when the config leaves them
+# unset: ELECTRA's original code masks 85% and keeps 15%; BERT masks 80%, puts a
+# random token at 10% and keeps 10%.
+DEFAULT_MASKING_PROBS = {"electra": (0.85, 0.0), "mlm": (0.8, 0.1)}
+
+
 def max_predictions_per_seq(config: ml_collections.ConfigDict) -> int:
   """Masked positions per example: the config's value or the original's rule."""
-  if config.objective.max_predictions_per_seq is not None:
-    return config.objective.max_predictions_per_seq
-  rate = config.objective.mask_rate
+  if config.masking.max_predictions_per_seq is not None:
+    return config.masking.max_predictions_per_seq
+  rate = config.masking.mask_rate
   return max(1, int((rate + 0.005) * config.data.max_seq_length))
+
+
+def masking_probs(config: ml_collections.ConfigDict) -> tuple[float, float]:
+  """(mask_token_prob, random_token_prob): the config's, or its objective's own where unset."""
+  defaults = DEFAULT_MASKING_PROBS[config.objective]
+  given = (config.masking.mask_token_prob, config.masking.random_token_prob)
+  return tuple(default if value is None else value for value, default in zip(given, defaults))
+
+
+def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy with the objective-dependent defaults filled in: what a run records.
+
+  Saved configs and checkpoint metadata hold the values a run used, so that a
+  run continued with an explicit 0.85 and one with the default compare equal.
+  """
+  config = config.copy_and_resolve_references()
+  config.masking.mask_token_prob, config.masking.random_token_prob = masking_probs(config)
+  return config
+
+
+def migrate(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved config (config.json, checkpoint metadata) in this version's layout.
+
+  Before the MLM objective existed, `objective` was a section holding both the
+  masking fields and ELECTRA's weights and temperature; those runs were all
+  ELECTRA, with no random replacement tokens. Every reader of a saved config
+  passes it through here, so old workdirs and exports load and continue.
+  """
+  old = saved.get("objective")
+  if not isinstance(old, dict):
+    return saved
+  migrated = {name: value for name, value in saved.items() if name != "objective"}
+  migrated["objective"] = "electra"
+  masking_fields = ("mask_rate", "mask_token_prob", "max_predictions_per_seq")
+  migrated["masking"] = {name: old[name] for name in masking_fields if name in old}
+  migrated["masking"]["random_token_prob"] = 0.0
+  migrated["electra"] = {name: value for name, value in old.items()
+                         if name not in masking_fields}
+  return migrated
 
 
 # ---------------------------------------------------------------------------
@@ -170,6 +228,8 @@ _NON_NEGATIVE_INT: Rule = (lambda v: isinstance(v, int) and v >= 0, "an integer 
 _POSITIVE: Rule = (lambda v: v > 0 and math.isfinite(v), "a positive number")
 _NON_NEGATIVE: Rule = (lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 _PROBABILITY: Rule = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_PROBABILITY_OR_UNSET: Rule = (lambda v: v is None or 0 <= v <= 1,
+                               "a number in [0, 1], or unset for the objective's own")
 _OPEN_FRACTION: Rule = (lambda v: 0 < v < 1, "a number in (0, 1)")
 _FRACTION: Rule = (lambda v: 0 < v <= 1, "a number in (0, 1]")
 _BETA: Rule = (lambda v: 0 <= v < 1, "a number in [0, 1)")
@@ -213,13 +273,15 @@ _RULES: dict[str, Rule] = {
     "model.attention": (lambda v: v in ATTENTION_IMPLEMENTATIONS,
                         f"one of {', '.join(ATTENTION_IMPLEMENTATIONS)}"),
     "model.remat": (lambda v: v in REMAT_POLICIES, f"one of {', '.join(REMAT_POLICIES)}"),
-    "objective.mask_rate": _OPEN_FRACTION,
-    "objective.mask_token_prob": _PROBABILITY,
-    "objective.max_predictions_per_seq": (lambda v: v is None or (isinstance(v, int) and v > 0),
-                                          "a positive integer, or unset"),
-    "objective.gen_weight": _NON_NEGATIVE,
-    "objective.disc_weight": _NON_NEGATIVE,
-    "objective.temperature": _POSITIVE,
+    "objective": (lambda v: v in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
+    "masking.mask_rate": _OPEN_FRACTION,
+    "masking.mask_token_prob": _PROBABILITY_OR_UNSET,
+    "masking.random_token_prob": _PROBABILITY_OR_UNSET,
+    "masking.max_predictions_per_seq": (lambda v: v is None or (isinstance(v, int) and v > 0),
+                                        "a positive integer, or unset"),
+    "electra.gen_weight": _NON_NEGATIVE,
+    "electra.disc_weight": _NON_NEGATIVE,
+    "electra.temperature": _POSITIVE,
     "optim.learning_rate": _POSITIVE,
     "optim.warmup_steps": _NON_NEGATIVE_INT,
     "optim.weight_decay": _NON_NEGATIVE,
@@ -333,9 +395,17 @@ def _validate_relations(config: ml_collections.ConfigDict) -> None:
                       f"'train.grad_accum_steps' = {t.grad_accum_steps} (the microbatches "
                       "are equal slices of the batch)")
   if max_predictions_per_seq(config) > d.max_seq_length - 2:
-    raise ConfigError(f"config field 'objective.max_predictions_per_seq' = "
+    raise ConfigError(f"config field 'masking.max_predictions_per_seq' = "
                       f"{max_predictions_per_seq(config)} must be below "
                       f"'data.max_seq_length' - 2 = {d.max_seq_length - 2}")
+  if config.objective == "mlm" and config.train.init_from:
+    raise ConfigError("config field 'train.init_from' imports an ELECTRA generator and "
+                      "discriminator, which 'objective' = 'mlm' does not train; leave it empty")
+  mask_token_prob, random_token_prob = masking_probs(config)
+  if mask_token_prob + random_token_prob > 1 + 1e-9:
+    raise ConfigError(f"config fields 'masking.mask_token_prob' = {mask_token_prob} and "
+                      f"'masking.random_token_prob' = {random_token_prob} add up to more than 1 "
+                      "(they are shares of the picked tokens); lower one of them")
   sizes = [config.mesh[axis] for axis in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ConfigError(f"config fields 'mesh.{{data,fsdp,tensor}}' = {tuple(sizes)} have more "

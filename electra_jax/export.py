@@ -11,7 +11,10 @@ reads a finished run (config.json, params.msgpack and the tokenizer in
                  extra), not torch
   --format=flax  OUT/config.json, OUT/params.msgpack (the discriminator only) and the
                  tokenizer: what electra_jax's fine-tuning loads
-OUT must be new or empty; it appears complete or not at all.
+OUT must be new or empty; it appears complete or not at all. --step=N exports
+the parameters of the run's checkpoint of step N instead of its final ones
+(keep such checkpoints with --config.checkpoint.keep_every when training).
+An MLM run (--config.objective=mlm) exports with --format=flax only.
 """
 
 from absl import flags
@@ -28,6 +31,9 @@ _FORMAT = flags.DEFINE_enum(
     "hf: Hugging Face transformers folders OUT/discriminator and OUT/generator. "
     "flax: the discriminator's parameters, config and tokenizer for electra_jax fine-tuning.")
 _OUT = flags.DEFINE_string("out", None, "The directory to create (it must be new or empty).")
+_STEP = flags.DEFINE_integer(
+    "step", None, "Export the checkpoint of this step (in WORKDIR/checkpoints) instead of the "
+    "final parameters (params.msgpack).", lower_bound=1)
 
 
 def main(argv: list[str]) -> None:
@@ -36,7 +42,7 @@ def main(argv: list[str]) -> None:
   for flag in (_WORKDIR, _OUT):
     if not flag.value:
       raise UserError(f"--{flag.name} is required; see --help")
-  export_run(_WORKDIR.value, _FORMAT.value, _OUT.value)
+  export_run(_WORKDIR.value, _FORMAT.value, _OUT.value, _STEP.value)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Model FLOPs of a train step, the peak FLOP/s of the devices, and their ratio: MFU.
 
-Model FLOPs count the matmuls that ELECTRA needs, from the config alone, the
+Model FLOPs count the matmuls that the objective (ELECTRA or MLM) needs, from the config alone, the
 way MFU is usually defined (PaLM, appendix B): each matmul is 2 x m x n x k
 FLOPs forward and twice that backward, so a step costs 3 x its forward
 matmuls. Elementwise work, the optimizer and any recomputation (model.remat)
@@ -64,27 +64,32 @@ def encoder_forward_flops(hidden: int, intermediate: int, layers: int, embedding
 def step_flops(config: ml_collections.ConfigDict) -> dict[str, float]:
   """Model FLOPs of one train step of `config` (forward + backward), by part and in total.
 
-  Parts: generator, discriminator (their stacks; of which attention is listed
-  apart), generator_head (at the masked positions only), discriminator_head.
+  ELECTRA's parts: generator, discriminator (their stacks; of which attention
+  is listed apart), generator_head (at the masked positions only),
+  discriminator_head. MLM's (objective "mlm"): discriminator (the full-size
+  encoder), its attention, and mlm_head (at the masked positions only).
   """
   m = config.model
   batch, length = config.train.batch_size, config.data.max_seq_length
   tokens = batch * length
   predictions = batch * config_lib.max_predictions_per_seq(config)
-  gen = config_lib.generator_dims(config)
-  gen_stack = encoder_forward_flops(gen["hidden_size"], gen["intermediate_size"],
-                                    gen["num_layers"], m.embedding_size, length)
+  mlm_head = lambda hidden: predictions * 2.0 * (hidden * m.embedding_size +
+                                                 m.embedding_size * m.vocab_size)
   disc_stack = encoder_forward_flops(m.hidden_size, m.intermediate_size, m.num_layers,
                                      m.embedding_size, length)
-  forward = dict(
-      generator=tokens * sum(gen_stack.values()),
-      generator_attention=tokens * gen_stack["attention"],
-      generator_head=predictions * 2.0 * (gen["hidden_size"] * m.embedding_size +
-                                          m.embedding_size * m.vocab_size),
-      discriminator=tokens * sum(disc_stack.values()),
-      discriminator_attention=tokens * disc_stack["attention"],
-      discriminator_head=tokens * 2.0 * (m.hidden_size * m.hidden_size + m.hidden_size),
-  )
+  forward = dict(discriminator=tokens * sum(disc_stack.values()),
+                 discriminator_attention=tokens * disc_stack["attention"])
+  if config.objective == "mlm":
+    forward["mlm_head"] = mlm_head(m.hidden_size)
+  else:
+    gen = config_lib.generator_dims(config)
+    gen_stack = encoder_forward_flops(gen["hidden_size"], gen["intermediate_size"],
+                                      gen["num_layers"], m.embedding_size, length)
+    forward.update(
+        generator=tokens * sum(gen_stack.values()),
+        generator_attention=tokens * gen_stack["attention"],
+        generator_head=mlm_head(gen["hidden_size"]),
+        discriminator_head=tokens * 2.0 * (m.hidden_size * m.hidden_size + m.hidden_size))
   counted = {name: 3.0 * value for name, value in forward.items()}
   counted["total"] = sum(value for name, value in counted.items()
                          if not name.endswith("_attention"))
@@ -138,7 +143,8 @@ def mfu(flops_per_step: float, seconds_per_step: float, peak: Peak | None) -> fl
 def describe(flops: dict[str, float]) -> str:
   """One line: the total and the share of each network."""
   total = flops["total"]
-  parts = ("generator", "generator_head", "discriminator", "discriminator_head")
+  parts = [name for name in ("generator", "generator_head", "discriminator",
+                             "discriminator_head", "mlm_head") if name in flops]
   return f"{total:.3g} model FLOPs per step (" + ", ".join(
       f"{name} {100 * flops[name] / total:.1f}%" for name in parts) + ")"
 

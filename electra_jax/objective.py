@@ -1,4 +1,4 @@
-"""Replaced token detection: masking, sampling, labels and losses as pure functions.
+"""The pre-training objectives, ELECTRA's and BERT's: masking, sampling, labels, losses.
 
 Every random choice takes an explicit key, so the same key always gives the
 same corruption, and a step's randomness is a function of (seed, step) alone.
@@ -9,6 +9,10 @@ The flow of one example (ELECTRA.md, "The objective"):
   sample_tokens      Gumbel-max sample from its logits, no gradient through it
   replace_tokens     the discriminator's input, and its labels (1 = replaced)
   discriminator      one logit per token (RTD loss over all non-padding tokens)
+
+The MLM objective (`objective="mlm"`, the baseline ELECTRA is measured against)
+is the first two steps alone, with BERT's masking (80% [MASK], 10% a random
+token, 10% kept) and the discriminator-sized encoder in the generator's place.
 """
 
 import dataclasses
@@ -20,9 +24,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES
 
 NEVER_MASKED = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)
+FIRST_TEXT_ID = len(SPECIAL_PIECES)  # random replacement tokens are drawn from here on
 # What each random choice of a step folds into the step's key.
 MASK_STREAM, SAMPLE_STREAM, GEN_DROPOUT_STREAM, DISC_DROPOUT_STREAM = range(4)
 
@@ -39,10 +44,13 @@ class MaskedBatch:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveSettings:
-  """The objective's hyperparameters (config section `objective`)."""
+  """The objective's hyperparameters (config fields `objective`, `masking.*`, `electra.*`)."""
 
+  objective: str = "electra"  # or "mlm"
   mask_rate: float = 0.15
   mask_token_prob: float = 0.85
+  random_token_prob: float = 0.0
+  vocab_size: int = 0  # where random replacement tokens come from; needed when they are used
   max_predictions: int = 19
   gen_weight: float = 1.0
   disc_weight: float = 50.0
@@ -56,12 +64,14 @@ def maskable(input_ids: jax.Array) -> jax.Array:
 
 
 def mask_tokens(key: jax.Array, input_ids: jax.Array, mask_rate: float, max_predictions: int,
-                mask_token_prob: float = 0.85) -> MaskedBatch:
+                mask_token_prob: float = 0.85, random_token_prob: float = 0.0,
+                vocab_size: int = 0) -> MaskedBatch:
   """Picks max(1, round(n * mask_rate)) maskable tokens per row (capped at P).
 
   Positions are a uniform sample without replacement: the top P of random
   scores over the maskable tokens. Of the picked tokens, `mask_token_prob` become
-  [MASK] and the rest keep their original id (ELECTRA uses no random tokens).
+  [MASK], `random_token_prob` a uniform draw from the text ids below
+  `vocab_size` (BERT's 10%; ELECTRA uses none), and the rest keep their id.
   """
   pick_key, replace_key = jax.random.split(key)
   candidates = maskable(input_ids)
@@ -75,8 +85,13 @@ def mask_tokens(key: jax.Array, input_ids: jax.Array, mask_rate: float, max_pred
   positions = jnp.where(weights, positions, 0)
   targets = jnp.take_along_axis(input_ids, positions, axis=1)
 
-  use_mask_token = weights & jax.random.bernoulli(replace_key, mask_token_prob, positions.shape)
-  new_tokens = jnp.where(use_mask_token, MASK_ID, targets)
+  choice = jax.random.uniform(replace_key, positions.shape)
+  new_tokens = jnp.where(choice < mask_token_prob, MASK_ID, targets)
+  if random_token_prob > 0:
+    random_ids = jax.random.randint(jax.random.fold_in(key, 1), positions.shape, FIRST_TEXT_ID,
+                                    vocab_size)
+    use_random = (choice >= mask_token_prob) & (choice < mask_token_prob + random_token_prob)
+    new_tokens = jnp.where(use_random, random_ids, new_tokens)
   masked_ids = scatter_tokens(input_ids, positions, new_tokens, weights)
   return MaskedBatch(masked_ids, positions, targets, weights.astype(jnp.float32))
 
@@ -181,7 +196,8 @@ def mask_batch(key: jax.Array, batch: dict[str, jax.Array],
   """The step's masking of a whole batch, from the step's key."""
   input_ids = batch["input_ids"]
   masked = mask_tokens(jax.random.fold_in(key, MASK_STREAM), input_ids, settings.mask_rate,
-                       settings.max_predictions, settings.mask_token_prob)
+                       settings.max_predictions, settings.mask_token_prob,
+                       settings.random_token_prob, settings.vocab_size)
   return MaskedInput(input_ids, batch["token_type_ids"], masked, jnp.arange(input_ids.shape[0]))
 
 
@@ -190,15 +206,17 @@ def loss_denominators(inputs: MaskedInput) -> tuple[jax.Array, jax.Array]:
   return inputs.masked.weights.sum(), (inputs.input_ids != PAD_ID).sum().astype(jnp.float32)
 
 
-def electra_loss(apply_fn: Any, params: Any, batch: dict[str, jax.Array], key: jax.Array,
-                 settings: ObjectiveSettings,
-                 deterministic: bool) -> tuple[jax.Array, tuple[dict, dict]]:
-  """Total loss gen_weight * MLM + disc_weight * RTD, with what to log and evaluate.
+def pretraining_loss(apply_fn: Any, params: Any, batch: dict[str, jax.Array], key: jax.Array,
+                     settings: ObjectiveSettings,
+                     deterministic: bool) -> tuple[jax.Array, tuple[dict, dict]]:
+  """The objective's loss of a batch, with what to log and evaluate.
 
-  `apply_fn` is the model's `apply`; `key` is this step's key, from which the
-  masking, sampling and both networks' dropout keys are derived by name.
+  ELECTRA's is gen_weight * MLM + disc_weight * RTD; MLM's the masked positions'
+  cross-entropy. `apply_fn` is the model's `apply`; `key` is this step's key,
+  from which the masking, sampling and dropout keys are derived by name.
   Returns (loss, (stats, disc_outputs)): `stats` are scalars to sum over steps,
-  `disc_outputs` the per-token logits, labels and padding mask (for AUC).
+  `disc_outputs` ELECTRA's per-token logits, labels and padding mask (for AUC;
+  empty for MLM).
   """
   inputs = mask_batch(key, batch, settings)
   return microbatch_loss(apply_fn, params, inputs, loss_denominators(inputs), key, settings,
@@ -209,12 +227,36 @@ def microbatch_loss(apply_fn: Any, params: Any, inputs: MaskedInput,
                     denominators: tuple[jax.Array, jax.Array], key: jax.Array,
                     settings: ObjectiveSettings, deterministic: bool,
                     microbatch: int | jax.Array = 0) -> tuple[jax.Array, tuple[dict, dict]]:
-  """`electra_loss` of some rows of a masked batch, as their share of the batch's loss.
+  """`pretraining_loss` of some rows of a masked batch, as their share of the batch's loss.
 
   The losses are sums divided by the whole batch's `denominators`
   (loss_denominators), so the shares of all microbatches add up to the loss of
   the batch in one piece; `microbatch` (its index) varies the dropout keys.
   """
+  loss_fn = _mlm_microbatch_loss if settings.objective == "mlm" else _electra_microbatch_loss
+  return loss_fn(apply_fn, params, inputs, denominators, key, settings, deterministic, microbatch)
+
+
+def _mlm_microbatch_loss(apply_fn: Any, params: Any, inputs: MaskedInput,
+                         denominators: tuple[jax.Array, jax.Array], key: jax.Array,
+                         settings: ObjectiveSettings, deterministic: bool,
+                         microbatch: int | jax.Array) -> tuple[jax.Array, tuple[dict, dict]]:
+  """BERT's loss: the full-size encoder predicts the originals at the picked positions."""
+  del settings  # the masking, drawn before, is all MLM needs of them
+  dropout = jax.random.fold_in(jax.random.fold_in(key, GEN_DROPOUT_STREAM), microbatch)
+  masked = inputs.masked
+  logits = apply_fn({"params": params}, masked.input_ids, inputs.token_type_ids,
+                    masked.positions, deterministic, rngs={"dropout": dropout},
+                    method="mlm_logits")
+  loss = mlm_loss(logits, masked.targets, masked.weights, denominators[0])
+  return loss, (dict(loss=loss, mlm_loss=loss, **prediction_counts(logits, masked, "mlm")), {})
+
+
+def _electra_microbatch_loss(apply_fn: Any, params: Any, inputs: MaskedInput,
+                             denominators: tuple[jax.Array, jax.Array], key: jax.Array,
+                             settings: ObjectiveSettings, deterministic: bool,
+                             microbatch: int | jax.Array) -> tuple[jax.Array, tuple[dict, dict]]:
+  """ELECTRA's loss: the generator's MLM loss plus the discriminator's, weighted."""
   gen_dropout, disc_dropout = (jax.random.fold_in(jax.random.fold_in(key, stream), microbatch)
                                for stream in (GEN_DROPOUT_STREAM, DISC_DROPOUT_STREAM))
   input_ids, token_type_ids, masked = inputs.input_ids, inputs.token_type_ids, inputs.masked
@@ -242,22 +284,27 @@ def microbatch_loss(apply_fn: Any, params: Any, inputs: MaskedInput,
   return loss, (stats, disc_outputs)
 
 
-def counts(gen_logits: jax.Array, masked: MaskedBatch, disc_logits: jax.Array,
-           labels: jax.Array, real_tokens: jax.Array) -> dict[str, jax.Array]:
-  """Sums from which accuracies, precision and recall are derived over any window.
+def prediction_counts(logits: jax.Array, masked: MaskedBatch, prefix: str
+                      ) -> dict[str, jax.Array]:
+  """`prefix`_correct and `prefix`_count: right predictions and picked positions, summed.
 
   Sums, not ratios, so that a logging interval's metric is the ratio of its
   totals rather than an average of per-step ratios.
   """
   # The target's logit is the largest (no argmax: on CPU one over the vocabulary costs
   # as much as several matmuls of the step).
-  target_logits = jnp.take_along_axis(gen_logits, masked.targets[..., None], axis=-1)[..., 0]
-  gen_correct = (target_logits >= gen_logits.max(axis=-1)) * masked.weights
+  target_logits = jnp.take_along_axis(logits, masked.targets[..., None], axis=-1)[..., 0]
+  correct = (target_logits >= logits.max(axis=-1)) * masked.weights
+  return {f"{prefix}_correct": correct.sum(), f"{prefix}_count": masked.weights.sum()}
+
+
+def counts(gen_logits: jax.Array, masked: MaskedBatch, disc_logits: jax.Array,
+           labels: jax.Array, real_tokens: jax.Array) -> dict[str, jax.Array]:
+  """ELECTRA's sums from which accuracies, precision and recall are derived over any window."""
   predicted = (disc_logits > 0).astype(jnp.float32) * real_tokens
   replaced = labels * real_tokens
   return dict(
-      gen_correct=gen_correct.sum(),
-      gen_count=masked.weights.sum(),
+      **prediction_counts(gen_logits, masked, "gen"),
       disc_correct=((predicted == replaced) * real_tokens).sum(),
       disc_count=real_tokens.sum(),
       true_positives=(predicted * replaced).sum(),
@@ -266,16 +313,22 @@ def counts(gen_logits: jax.Array, masked: MaskedBatch, disc_logits: jax.Array,
   )
 
 
+# The loggable metrics: means of per-step losses, and ratios of summed counts. Each
+# objective's statistics have some of them (ELECTRA: gen_* and disc_*; MLM: mlm_*).
+_LOSSES = ("loss", "gen_loss", "disc_loss", "mlm_loss")
+_RATIOS = {
+    "gen_accuracy": ("gen_correct", "gen_count"),
+    "mlm_accuracy": ("mlm_correct", "mlm_count"),
+    "disc_accuracy": ("disc_correct", "disc_count"),
+    "disc_precision": ("true_positives", "predicted_positives"),
+    "disc_recall": ("true_positives", "replaced"),
+    "replaced_fraction": ("replaced", "disc_count"),
+}
+
+
 def summarize(totals: dict[str, float], steps: int) -> dict[str, float]:
   """Loggable metrics from summed step statistics (losses are per-step means)."""
-  ratio = lambda a, b: float(totals[a]) / max(float(totals[b]), 1.0)
-  return dict(
-      loss=float(totals["loss"]) / steps,
-      gen_loss=float(totals["gen_loss"]) / steps,
-      disc_loss=float(totals["disc_loss"]) / steps,
-      gen_accuracy=ratio("gen_correct", "gen_count"),
-      disc_accuracy=ratio("disc_correct", "disc_count"),
-      disc_precision=ratio("true_positives", "predicted_positives"),
-      disc_recall=ratio("true_positives", "replaced"),
-      replaced_fraction=ratio("replaced", "disc_count"),
-  )
+  summary = {name: float(totals[name]) / steps for name in _LOSSES if name in totals}
+  summary.update({name: float(totals[a]) / max(float(totals[b]), 1.0)
+                  for name, (a, b) in _RATIOS.items() if a in totals})
+  return summary

@@ -107,7 +107,7 @@ def scatter_tokens(input_ids: Any, positions: Any, tokens: Any, weights: Any) ->
 def losses(models: TorchElectra, input_ids: Any, token_type_ids: Any, masked_ids: Any,
            positions: Any, targets: Any, weights: Any, gumbel: Any,
            temperature: float) -> tuple[Any, Any]:
-  """(MLM loss, RTD loss) of objective.electra_loss, given the masking and the Gumbel noise."""
+  """(MLM loss, RTD loss) of objective.pretraining_loss (ELECTRA), given the masking and the Gumbel noise."""
   torch, _ = import_torch()
   functional = torch.nn.functional
   real_tokens = input_ids != PAD_ID
@@ -135,9 +135,10 @@ def train_step(models: TorchElectra, config: ml_collections.ConfigDict, input_id
                token_type_ids: Any) -> float:
   """One optimizer step on a batch (int64 tensors [B, L]); returns the loss."""
   torch, _ = import_torch()
-  o = config.objective
+  o = config.electra
   masked_ids, positions, targets, weights = mask_tokens(
-      input_ids, o.mask_rate, models.max_predictions, o.mask_token_prob)
+      input_ids, config.masking.mask_rate, models.max_predictions,
+      config_lib.masking_probs(config)[0])
   uniform = torch.rand((*positions.shape, config.model.vocab_size)).clamp(min=1e-20)
   gumbel = -torch.log(-torch.log(uniform))
   gen_loss, disc_loss = losses(models, input_ids, token_type_ids, masked_ids, positions, targets,

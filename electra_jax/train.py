@@ -1,4 +1,4 @@
-r"""Pre-train an ELECTRA generator and discriminator.
+r"""Pre-train an ELECTRA generator and discriminator (or, --config.objective=mlm, a BERT-style MLM).
 
   python -m electra_jax.train --config=configs/tiny.py --workdir=/tmp/electra
 
@@ -40,6 +40,7 @@ from ml_collections import config_flags
 
 import electra_jax
 from electra_jax import checkpointing, cli, flops, objective, sharding
+from electra_jax import config as config_lib
 from electra_jax import metrics as metrics_lib
 from electra_jax import train_step as train_step_lib
 from electra_jax.convert import flax_format, pretrained
@@ -72,14 +73,14 @@ _PROCESS_ID = flags.DEFINE_integer(
     "Process 0 writes the workdir and the logs.")
 
 EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data its own way
-CHECKPOINTS_DIR = "checkpoints"  # in the workdir
+CHECKPOINTS_DIR = flax_format.CHECKPOINTS_DIR  # in the workdir
 
 # What a run may change when it continues a workdir (its config.json, its checkpoints'
 # metadata): never the network's shapes or the tokenizer...
 _FIXED_FIELDS = (*(f"config.model.{name}" for name in (
     "vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads",
     "intermediate_size", "generator_size", "generator_layers", "max_position_embeddings",
-    "type_vocab_size")), "tokenizer_sha256")
+    "type_vocab_size")), "config.objective", "tokenizer_sha256")
 # ...always where and how it runs: devices, logging, evaluation, checkpoints...
 _FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.train.log_every",
                 "config.train.eval_every", "config.train.eval_batches", "config.train.dry_run",
@@ -87,15 +88,18 @@ _FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.train.log_every",
                 "versions.")
 # ...and anything else that changes the results only when told so.
 _ALLOW_HINT = "--config.checkpoint.allow_config_change=True"
-# The statistics that show a step's numbers went bad: the losses, then the gradient.
-_GUARDED_METRICS = ("gen_loss", "disc_loss", "loss", "grad_norm")
+# The statistics that show a step's numbers went bad: the losses, then the gradient
+# (each objective's that it has).
+_GUARDED_METRICS = ("gen_loss", "disc_loss", "mlm_loss", "loss", "grad_norm")
 
 
 def log_parameter_counts(config: ml_collections.ConfigDict) -> None:
   counts = electra.parameter_counts(config)
-  logging.info("Parameters: discriminator %s (with shared embeddings %s), generator's own %s, "
-               "total %s", *(f"{counts[k]:,}" for k in
-                             ("discriminator", "embeddings", "generator", "total")))
+  names = (("encoder", "MLM head") if config.objective == "mlm" else
+           ("discriminator", "generator's own"))
+  logging.info("Parameters: %s %s (with shared embeddings %s), %s %s, total %s", names[0],
+               f"{counts['discriminator']:,}", f"{counts['embeddings']:,}", names[1],
+               f"{counts['generator']:,}", f"{counts['total']:,}")
 
 
 def log_compiled(training: train_step_lib.CompiledTraining, mesh: jax.sharding.Mesh) -> None:
@@ -114,38 +118,45 @@ def log_compiled(training: train_step_lib.CompiledTraining, mesh: jax.sharding.M
 
 def evaluate(eval_step, params, batches: list[dict], seed: int,
              key_sharding: jax.sharding.Sharding) -> dict[str, float]:
-  """Held-out metrics with a fixed corruption, plus the discriminator's AUC."""
+  """Held-out metrics with a fixed corruption, plus (ELECTRA) the discriminator's AUC."""
   eval_key = jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_STREAM)
   totals, scores, labels = {}, [], []
   for i, batch in enumerate(batches):
     key = jax.device_put(jax.random.fold_in(eval_key, i), key_sharding)
     stats, disc = jax.device_get(eval_step(params, batch, key))
     totals = {k: totals.get(k, 0.0) + float(v) for k, v in stats.items()}
-    real = disc["real_tokens"] > 0
-    scores.append(disc["logits"][real])
-    labels.append(disc["labels"][real])
+    if disc:
+      real = disc["real_tokens"] > 0
+      scores.append(disc["logits"][real])
+      labels.append(disc["labels"][real])
   summary = objective.summarize(totals, len(batches))
-  summary["disc_auc"] = metrics_lib.roc_auc(np.concatenate(scores), np.concatenate(labels))
+  if scores:
+    summary["disc_auc"] = metrics_lib.roc_auc(np.concatenate(scores), np.concatenate(labels))
   return summary
 
 
 def format_progress(step: int, total_steps: int, m: dict[str, float], eta_s: float) -> str:
-  return (f"step {step}/{total_steps} | loss {m['loss']:.3f} (gen {m['gen_loss']:.3f}, "
-          f"disc {m['disc_loss']:.4f}) | gen acc {m['gen_accuracy']:.3f} | "
-          f"disc acc {m['disc_accuracy']:.3f} | {m['tokens_per_s']:,.0f} tok/s | "
+  """One log line of training metrics: ELECTRA's gen and disc ones, or MLM's."""
+  if "disc_loss" in m:
+    losses = (f"loss {m['loss']:.3f} (gen {m['gen_loss']:.3f}, disc {m['disc_loss']:.4f}) | "
+              f"gen acc {m['gen_accuracy']:.3f} | disc acc {m['disc_accuracy']:.3f}")
+  else:
+    losses = f"mlm loss {m['mlm_loss']:.3f} | mlm acc {m['mlm_accuracy']:.3f}"
+  return (f"step {step}/{total_steps} | {losses} | {m['tokens_per_s']:,.0f} tok/s | "
           + (f"MFU {m['mfu']:.1%} | " if "mfu" in m else "")
           + f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta_s))}")
 
 
 def run_metadata(config: ml_collections.ConfigDict, tokenizer_sha256: str) -> dict:
   """What each checkpoint records about the run that made it, checked when continuing."""
-  return {"config": json.loads(config.to_json_best_effort()),
+  return {"config": json.loads(config_lib.resolved(config).to_json_best_effort()),
           "tokenizer_sha256": tokenizer_sha256,
           "versions": {"electra_jax": electra_jax.__version__, "jax": jax.__version__}}
 
 
 def check_continuation(saved: dict, current: dict, allow_changes: bool, source: str) -> list[str]:
   """Refuses to continue a run (metadata `saved`) as another; the differences it accepts."""
+  saved = dict(saved, config=config_lib.migrate(saved.get("config", {})))
   return checkpointing.check_compatible(saved, current, fixed=_FIXED_FIELDS, free=_FREE_FIELDS,
                                         allow_changes=allow_changes, source=source,
                                         allow_hint=_ALLOW_HINT)
@@ -161,7 +172,7 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     return
   except (OSError, ValueError) as error:
     raise DataError(f"cannot read {path}: {error}; is {workdir} the workdir of a run?") from None
-  current = {"config": json.loads(config.to_json_best_effort())}
+  current = {"config": json.loads(config_lib.resolved(config).to_json_best_effort())}
   changes = check_continuation({"config": saved}, current, config.checkpoint.allow_config_change,
                                f"the workdir {workdir} (its {flax_format.CONFIG_FILE})")
   if changes:
@@ -176,13 +187,13 @@ def check_finite(unchecked: list[tuple[int, dict]], policy: str,
   reported and training goes on; with "stop" the run ends here, before any
   checkpoint of a later step is saved.
   """
-  values = jax.device_get([{name: stats[name] for name in _GUARDED_METRICS}
+  values = jax.device_get([{name: stats[name] for name in _GUARDED_METRICS if name in stats}
                            for _, stats in unchecked])
   steps = [step for step, _ in unchecked]
   unchecked.clear()
   for step, value in zip(steps, values):
     bad = ", ".join(f"{name} is {float(value[name])}" for name in _GUARDED_METRICS
-                    if not np.isfinite(value[name]))
+                    if name in value and not np.isfinite(value[name]))
     if not bad:
       continue
     if policy == "skip":
@@ -282,7 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                             imported_params)
   if primary:  # now that the checkpoint, if any, has been accepted
     atomic_write(os.path.join(workdir, flax_format.CONFIG_FILE),
-                 config.to_json_best_effort(indent=2))
+                 config_lib.resolved(config).to_json_best_effort(indent=2))
   eval_batches = [to_global(b) for b in loader.eval_batches(data, t.batch_size, t.eval_batches,
                                                             **hosts)]
   tokens_per_step = t.batch_size * config.data.max_seq_length

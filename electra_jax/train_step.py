@@ -36,14 +36,17 @@ class TrainState:
 
 
 def objective_settings(config: ml_collections.ConfigDict) -> objective.ObjectiveSettings:
-  o = config.objective
+  mask_token_prob, random_token_prob = config_lib.masking_probs(config)
+  e = config.electra
   return objective.ObjectiveSettings(
-      mask_rate=o.mask_rate, mask_token_prob=o.mask_token_prob,
+      objective=config.objective, mask_rate=config.masking.mask_rate,
+      mask_token_prob=mask_token_prob, random_token_prob=random_token_prob,
+      vocab_size=config.model.vocab_size,
       max_predictions=config_lib.max_predictions_per_seq(config),
-      gen_weight=o.gen_weight, disc_weight=o.disc_weight, temperature=o.temperature)
+      gen_weight=e.gen_weight, disc_weight=e.disc_weight, temperature=e.temperature)
 
 
-def create_train_state(config: ml_collections.ConfigDict, model: electra.ElectraPretrainer,
+def create_train_state(config: ml_collections.ConfigDict, model: electra.Pretrainer,
                        optimizer: optax.GradientTransformation) -> TrainState:
   """Initial state from `train.seed`: parameters, optimizer moments, step 0.
 
@@ -94,7 +97,7 @@ def gradients(apply_fn: Callable, params: Any, batch: Batch, key: jax.Array,
   return totals
 
 
-def make_train_step(model: electra.ElectraPretrainer, optimizer: optax.GradientTransformation,
+def make_train_step(model: electra.Pretrainer, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, settings: objective.ObjectiveSettings,
                     state_shardings: Any, batch_sharding: NamedSharding,
                     grad_accum_steps: int = 1
@@ -123,17 +126,17 @@ def make_train_step(model: electra.ElectraPretrainer, optimizer: optax.GradientT
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
-def make_eval_step(model: electra.ElectraPretrainer, settings: objective.ObjectiveSettings,
+def make_eval_step(model: electra.Pretrainer, settings: objective.ObjectiveSettings,
                    param_shardings: Any, batch_sharding: NamedSharding
                    ) -> Callable[[Any, Batch, jax.Array], tuple[dict, dict]]:
-  """Loss statistics and per-token discriminator outputs, dropout off.
+  """Loss statistics and (ELECTRA) per-token discriminator outputs, dropout off.
 
   The caller passes a fixed key so that every evaluation corrupts the held-out
   data the same way and evaluations are comparable across steps.
   """
 
   def eval_step(params: Any, batch: Batch, key: jax.Array) -> tuple[dict, dict]:
-    _, (stats, disc_outputs) = objective.electra_loss(model.apply, params, batch, key, settings,
+    _, (stats, disc_outputs) = objective.pretraining_loss(model.apply, params, batch, key, settings,
                                                       deterministic=True)
     return stats, disc_outputs
 
@@ -164,7 +167,7 @@ def compile_training(config: ml_collections.ConfigDict, mesh: Mesh) -> CompiledT
   optimizer = optim.build_optimizer(config)
   rules = sharding.axis_rules(config.mesh)
   init = functools.partial(create_train_state, config, model, optimizer)
-  state, state_shardings = sharding.abstract_sharded(init, mesh, rules)
+  state, state_shardings = abstract_train_state(config, mesh, init)
   batch_sharding = sharding.batch_sharding(mesh, config.train.batch_size,
                                            config.train.grad_accum_steps)
   train_step = make_train_step(model, optimizer, optim.learning_rate_schedule(config),
@@ -177,6 +180,18 @@ def compile_training(config: ml_collections.ConfigDict, mesh: Mesh) -> CompiledT
       abstract_state=state, batch_sharding=batch_sharding,
       cost=sharding.compiled_cost(train_step, mesh.size),
       compile_seconds=time.perf_counter() - start)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, mesh: Mesh,
+                         init: Callable[[], TrainState] | None = None
+                         ) -> tuple[TrainState, Any]:
+  """The state as shapes, dtypes and shardings on `mesh` (nothing allocated), and the shardings.
+
+  `init` creates the state (default: the config's model and optimizer, fresh).
+  """
+  init = init or functools.partial(create_train_state, config, electra.build_pretrainer(config),
+                                   optim.build_optimizer(config))
+  return sharding.abstract_sharded(init, mesh, sharding.axis_rules(config.mesh))
 
 
 def compile_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, abstract_params: Any

@@ -17,7 +17,7 @@ def test_shipped_configs_are_valid(name):
 
 @pytest.mark.parametrize("field, value, expected", [
     ("train.batch_size", 0, "'train.batch_size' = 0 is not allowed: must be a positive integer"),
-    ("objective.mask_rate", 1.5, "'objective.mask_rate' = 1.5"),
+    ("masking.mask_rate", 1.5, "'masking.mask_rate' = 1.5"),
     ("model.dtype", "float16", "must be one of float32, bfloat16"),
     ("model.num_heads", 3, "'model.hidden_size' = 256 must be divisible by 'model.num_heads' = 3"),
     ("data.max_seq_length", 1024, "exceeds 'model.max_position_embeddings' = 512"),
@@ -41,7 +41,7 @@ def test_unknown_field_in_a_config_file_is_named():
 def test_max_predictions_follows_the_original_rule():
   config = load_config("small")
   assert config_lib.max_predictions_per_seq(config) == 19
-  config.objective.max_predictions_per_seq = 7
+  config.masking.max_predictions_per_seq = 7
   assert config_lib.max_predictions_per_seq(config) == 7
 
 
@@ -74,3 +74,48 @@ def test_cli_help_explains_the_flags():
   result = subprocess.run([sys.executable, "-m", "electra_jax.train", "--helpfull"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
   assert "--workdir" in result.stdout and "--config" in result.stdout
+
+
+def test_objective_chooses_the_masking_probabilities():
+  config = load_config("tiny")
+  assert config.objective == "electra"
+  assert config_lib.masking_probs(config) == (0.85, 0.0)  # ELECTRA's original code
+  config.objective = "mlm"
+  assert config_lib.masking_probs(config) == (0.8, 0.1)  # BERT's 80/10/10
+  config.masking.random_token_prob = 0.0
+  assert config_lib.masking_probs(config) == (0.8, 0.0)
+  resolved = config_lib.resolved(config)
+  assert (resolved.masking.mask_token_prob, resolved.masking.random_token_prob) == (0.8, 0.0)
+  assert config.masking.mask_token_prob is None  # resolving copies
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(objective="bert"), "'objective' = 'bert' is not allowed: must be one of electra, mlm"),
+    (dict(mask_token_prob=0.95), "add up to more than 1"),
+])
+def test_bad_objective_or_masking_is_named(change, message):
+  config = load_config("tiny")
+  config.objective = change.get("objective", "mlm")
+  if "mask_token_prob" in change:
+    config.masking.mask_token_prob = change["mask_token_prob"]
+  with pytest.raises(ConfigError, match=message):
+    config_lib.validate(config)
+
+
+def test_configs_saved_before_the_mlm_objective_are_migrated():
+  """The old layout had one `objective` section with masking and ELECTRA's fields."""
+  old = {"model": {"hidden_size": 64},
+         "objective": {"mask_rate": 0.2, "mask_token_prob": 0.85, "max_predictions_per_seq": None,
+                       "gen_weight": 1.0, "disc_weight": 30.0, "temperature": 2.0}}
+  migrated = config_lib.migrate(old)
+  assert migrated == {
+      "model": {"hidden_size": 64}, "objective": "electra",
+      "masking": {"mask_rate": 0.2, "mask_token_prob": 0.85, "max_predictions_per_seq": None,
+                  "random_token_prob": 0.0},
+      "electra": {"gen_weight": 1.0, "disc_weight": 30.0, "temperature": 2.0}}
+  assert config_lib.migrate(migrated) == migrated  # the new layout passes unchanged
+  # The migrated config is the one an ELECTRA run with these values records now.
+  config = load_config("tiny")
+  config.masking.mask_rate, config.electra.disc_weight = 0.2, 30.0
+  recorded = config_lib.resolved(config).to_dict()
+  assert {k: recorded["masking"][k] for k in migrated["masking"]} == migrated["masking"]

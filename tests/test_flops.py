@@ -34,7 +34,7 @@ def test_parts_add_up_and_follow_the_sizes():
   assert parts["total"] == pytest.approx(1.4e12, rel=0.2)
   # The generator head runs at the masked positions only: doubling the mask rate
   # doubles it and leaves the discriminator alone.
-  config.objective.mask_rate = 0.30
+  config.masking.mask_rate = 0.30
   more = flops.step_flops(config)
   assert more["generator_head"] == pytest.approx(2 * parts["generator_head"], rel=0.05)
   assert more["discriminator"] == parts["discriminator"]
@@ -60,3 +60,27 @@ def test_peak_table_and_mfu():
 def test_cpu_peak_is_measured():
   peak = flops.peak_flops("float32", jax.devices("cpu"))
   assert peak.source.startswith("measured") and 1e9 < peak.flops_per_s < 1e14
+
+
+def test_mlm_counts_the_full_size_encoder_and_its_head_at_the_masked_positions():
+  config = load_config("small")
+  electra_flops = flops.step_flops(config)
+  config.objective = "mlm"
+  mlm = flops.step_flops(config)
+  assert set(mlm) == {"discriminator", "discriminator_attention", "mlm_head", "total"}
+  assert mlm["discriminator"] == electra_flops["discriminator"]  # the same encoder
+  assert mlm["total"] == pytest.approx(mlm["discriminator"] + mlm["mlm_head"])
+  m, predictions = config.model, config.train.batch_size * 19
+  assert mlm["mlm_head"] == pytest.approx(
+      3 * 2 * predictions * (m.hidden_size * m.embedding_size + m.embedding_size * m.vocab_size))
+  # No generator and no per-token head: an MLM step of the same encoder costs less.
+  assert mlm["total"] < electra_flops["total"]
+  assert "mlm_head" in flops.describe(mlm)
+
+
+def test_mlm_model_flops_agree_with_xla_count():
+  config = small_shapes(load_config("small"))
+  config.model.num_layers, config.objective = 2, "mlm"
+  counted = flops.step_flops(config)
+  xla = train_step_lib.compile_training(config, sharding.create_mesh(config.mesh)).cost["flops"]
+  assert counted["total"] <= xla <= 1.25 * counted["total"], (counted["total"], xla)

@@ -95,7 +95,7 @@ def test_discriminator_loss_sends_no_gradient_into_the_generator():
   settings = train_step_lib.objective_settings(config)
 
   def disc_loss(p):
-    _, (stats, _) = objective.electra_loss(model.apply, p, batch(), jax.random.PRNGKey(3),
+    _, (stats, _) = objective.pretraining_loss(model.apply, p, batch(), jax.random.PRNGKey(3),
                                            settings, deterministic=False)
     return stats["disc_loss"]
 
@@ -111,7 +111,7 @@ def test_discriminator_loss_sends_no_gradient_into_the_generator():
 def test_generator_loss_trains_shared_embeddings_but_not_the_discriminator():
   config, model, params = tiny_setup()
   settings = train_step_lib.objective_settings(config)
-  grads = jax.grad(lambda p: objective.electra_loss(
+  grads = jax.grad(lambda p: objective.pretraining_loss(
       model.apply, p, batch(), jax.random.PRNGKey(3), settings, False)[1][0]["gen_loss"])(params)
   for leaf in jax.tree_util.tree_leaves(grads["discriminator"]):
     np.testing.assert_array_equal(leaf, 0)
@@ -137,7 +137,7 @@ def test_dot_product_attention_equals_the_written_out_attention():
   settings = train_step_lib.objective_settings(config)
 
   def loss(m, p):
-    return objective.electra_loss(m.apply, p, b, jax.random.PRNGKey(1), settings, True)[0]
+    return objective.pretraining_loss(m.apply, p, b, jax.random.PRNGKey(1), settings, True)[0]
 
   (fused_loss, fused_grads), (plain_loss, plain_grads) = (
       jax.jit(jax.value_and_grad(lambda p, m=m: loss(m, p)))(params) for m in (fused, model))

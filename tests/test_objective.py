@@ -1,11 +1,14 @@
-"""Masking, sampling, labels and losses of replaced token detection."""
+"""Masking, sampling, labels and losses of replaced token detection, and of MLM."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from electra_jax import objective
+from conftest import load_config
+from electra_jax import objective, train_step as train_step_lib
+from electra_jax.models import electra
 from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 P = 19
@@ -140,3 +143,54 @@ def test_a_row_samples_the_same_in_any_microbatch():
   sample = jax.jit(objective.sample_tokens)
   np.testing.assert_array_equal(sample(key, logits[1::2], rows=jnp.arange(1, 8, 2)),
                                 sample(key, logits)[1::2])
+
+
+def test_mlm_masking_is_berts_80_10_10():
+  """Of the picked tokens 80% become [MASK], 10% a random text token, 10% stay."""
+  vocab = 1000
+  ids = jnp.asarray(np.random.default_rng(0).integers(5, vocab, size=(2000, 64)), jnp.int32)
+  m = objective.mask_tokens(jax.random.PRNGKey(0), ids, 0.15, 10, 0.8, 0.1, vocab)
+  picked = np.asarray(m.weights) > 0
+  new = np.take_along_axis(np.asarray(m.input_ids), np.asarray(m.positions), axis=1)[picked]
+  original = np.asarray(m.targets)[picked]
+  masked = new == MASK_ID
+  changed = ~masked & (new != original)
+  assert masked.mean() == pytest.approx(0.8, abs=0.01)
+  # A random draw equal to the original (1 in 995 here) looks kept.
+  assert changed.mean() == pytest.approx(0.1 * (1 - 1 / 995), abs=0.01)
+  assert (~masked & ~changed).mean() == pytest.approx(0.1, abs=0.01)
+  assert new[changed].min() >= objective.FIRST_TEXT_ID and new[changed].max() < vocab
+  # Nothing outside the picked positions changes.
+  outside = np.asarray(m.input_ids) != np.asarray(ids)
+  rows, cols = np.nonzero(outside)
+  assert all(c in np.asarray(m.positions)[r][picked[r]] for r, c in zip(rows[:200], cols[:200]))
+
+
+def test_mlm_loss_is_over_the_masked_positions_only():
+  config = load_config("tiny")
+  config.objective, config.model.vocab_size, config.data.max_seq_length = "mlm", 50, 16
+  model = electra.build_pretrainer(config)
+  assert isinstance(model, electra.MaskedLMPretrainer)
+  params = electra.init_params(model, jax.random.PRNGKey(0), 16, 3)
+  assert set(params) == {"embeddings", "discriminator", "generator_head"}
+  assert params["generator_head"]["dense"]["kernel"].shape == (config.model.hidden_size,
+                                                                config.model.embedding_size)
+  settings = train_step_lib.objective_settings(config)
+  assert (settings.mask_token_prob, settings.random_token_prob) == (0.8, 0.1)
+  ids = np.random.default_rng(1).integers(5, 50, size=(4, 16)).astype(np.int32)
+  ids[:, 0], ids[1, 10:] = 2, 0  # [CLS], and padding in row 1
+  batch = {"input_ids": jnp.asarray(ids), "token_type_ids": jnp.zeros_like(ids)}
+  key = jax.random.PRNGKey(5)
+  loss, (stats, disc_outputs) = objective.pretraining_loss(model.apply, params, batch, key,
+                                                           settings, deterministic=True)
+  assert disc_outputs == {}
+  # By hand: cross-entropy at the picked positions, averaged over them alone.
+  masked = objective.mask_batch(key, batch, settings).masked
+  logits = model.apply({"params": params}, masked.input_ids, batch["token_type_ids"],
+                       masked.positions, method="mlm_logits")
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, masked.targets)
+  expected = float((losses * masked.weights).sum() / masked.weights.sum())
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  assert float(stats["mlm_count"]) == float(masked.weights.sum()) < (ids != 0).sum()
+  summary = objective.summarize(jax.device_get(stats), 1)
+  assert set(summary) == {"loss", "mlm_loss", "mlm_accuracy"}

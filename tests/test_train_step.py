@@ -170,3 +170,13 @@ def test_remat_recomputes_the_same_loss_and_gradient(remat):
   plain = step_gradients(config)
   config.model.remat = remat
   assert_same_gradients(plain, step_gradients(config), 1e-5)
+
+
+def test_mlm_train_step_lowers_the_loss():
+  config = small_config()
+  config.objective = "mlm"
+  state, history = run_steps(config, 40)
+  assert set(state.params) == {"embeddings", "discriminator", "generator_head"}
+  losses = [h["mlm_loss"] for h in history]
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+  assert history[-1]["mlm_correct"] > history[0]["mlm_correct"]

@@ -3,19 +3,25 @@
 import os
 
 from electra_jax.convert import flax_format, hf, hf_params
+from electra_jax.errors import UserError
 from electra_jax.fileio import staged_directory
 
 FORMATS = ("hf", "flax")
 
 
-def export_run(workdir: str, format_: str, out: str) -> None:
+def export_run(workdir: str, format_: str, out: str, step: int | None = None) -> None:
   """Writes the run in `workdir` to the new directory `out`, complete or not at all.
 
   'hf': out/discriminator and out/generator, Hugging Face ELECTRA folders.
   'flax': out/config.json, out/params.msgpack (the discriminator only), the tokenizer.
+  The parameters are the run's final ones, or with `step` its checkpoint's of that step.
   """
   networks = list(hf_params.NETWORKS) if format_ == "hf" else ["discriminator"]
-  saved = flax_format.read(workdir, networks)
+  if format_ == "hf" and flax_format.read_config(
+      os.path.join(workdir, flax_format.CONFIG_FILE)).objective == "mlm":
+    raise UserError(f"{workdir} is an MLM run, which has no ELECTRA discriminator and generator "
+                    "for Hugging Face; export its encoder with --format=flax")
+  saved = flax_format.read(workdir, networks, step)
   with staged_directory(out) as staging:
     if format_ == "hf":
       for network in networks:

@@ -3,8 +3,11 @@
   config.json      the resolved config; its `model` section describes the parameters
   params.msgpack   the parameter tree, `flax.serialization.msgpack_serialize`d: a run's
                    holds both networks (embeddings, generator, generator_head,
-                   discriminator, discriminator_head), a `--format=flax` export only the
-                   discriminator (embeddings, discriminator, discriminator_head)
+                   discriminator, discriminator_head; an MLM run's: embeddings,
+                   discriminator, generator_head), a `--format=flax` export only the
+                   discriminator (embeddings, discriminator, discriminator_head if any)
+  checkpoints/     a run's Orbax checkpoints (checkpointing.py): `read(..., step=N)` takes
+                   the parameters of one of them instead of params.msgpack
   tokenizer.model  the SentencePiece tokenizer, or
   vocab.txt        a WordPiece vocabulary (lower-cased when data.lowercase is True)
 
@@ -25,6 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from electra_jax import checkpointing, sharding, train_step
 from electra_jax import config as config_lib
 from electra_jax.convert.hf_params import NETWORKS
 from electra_jax.data import tokenizer_files
@@ -34,6 +38,7 @@ from electra_jax.models import electra
 
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,26 +60,51 @@ def param_shapes(config: ml_collections.ConfigDict) -> dict:
   return jax.eval_shape(lambda rng: electra.init_params(model, rng, 8, 1), jax.random.PRNGKey(0))
 
 
-def read(directory: str, networks: Sequence[str]) -> SavedModel:
-  """The parameters of `networks` ('discriminator', 'generator') saved in `directory`."""
+def read(directory: str, networks: Sequence[str], step: int | None = None) -> SavedModel:
+  """The parameters of `networks` ('discriminator', 'generator') saved in `directory`.
+
+  Those of params.msgpack, or with `step` those of the workdir's checkpoint of
+  that step (one kept by checkpoint.keep_every, say). A network's parts that
+  the config's model lacks are left out (an MLM model has no discriminator_head).
+  """
   config = read_config(os.path.join(directory, CONFIG_FILE))
-  params_path = os.path.join(directory, PARAMS_FILE)
-  try:
-    with open(params_path, "rb") as f:
-      saved = flax.serialization.msgpack_restore(f.read())
-  except FileNotFoundError:
-    raise DataError(f"{params_path} does not exist: a run writes it when training ends") from None
-  except (OSError, ValueError) as error:
-    raise DataError(f"cannot read {params_path}: {error}") from None
-  names = sorted({name for network in networks for name in NETWORKS[network]})
-  params = {name: saved.get(name) for name in names}
+  if step is None:
+    params_path = os.path.join(directory, PARAMS_FILE)
+    saved = _read_params(params_path)
+  else:
+    params_path = os.path.join(directory, CHECKPOINTS_DIR, str(step))
+    saved = checkpoint_params(directory, config, step)
   shapes = param_shapes(config)
+  names = sorted({name for network in networks for name in NETWORKS[network] if name in shapes})
+  params = {name: saved.get(name) for name in names}
   _check_shapes(params, {name: shapes[name] for name in names}, params_path)
   tokenizer = tokenizer_files.load_tokenizer(directory, config.data.lowercase)
   if tokenizer is None:
     raise DataError(f"{directory} has no tokenizer ({tokenizer_files.SENTENCEPIECE_FILE} or "
                     "vocab.txt); copy the one the model was trained with into it")
   return SavedModel(config, params, tokenizer)
+
+
+def _read_params(path: str) -> dict:
+  try:
+    with open(path, "rb") as f:
+      return flax.serialization.msgpack_restore(f.read())
+  except FileNotFoundError:
+    raise DataError(f"{path} does not exist: a run writes it when training ends") from None
+  except (OSError, ValueError) as error:
+    raise DataError(f"cannot read {path}: {error}") from None
+
+
+def checkpoint_params(workdir: str, config: ml_collections.ConfigDict, step: int) -> dict:
+  """The parameters of the checkpoint of `step` in the run `workdir`, as numpy arrays.
+
+  Read onto this machine's devices whatever mesh the run had.
+  """
+  config = config.copy_and_resolve_references()  # a copy, on a mesh of this machine
+  config.mesh = config_lib.default_config().mesh
+  state, _ = train_step.abstract_train_state(config, sharding.create_mesh(config.mesh))
+  restored = checkpointing.restore_step(os.path.join(workdir, CHECKPOINTS_DIR), step, state)
+  return jax.device_get(restored.state.params)
 
 
 def write(directory: str, model: SavedModel) -> None:
@@ -96,15 +126,22 @@ def read_config(path: str) -> ml_collections.ConfigDict:
   except (OSError, ValueError) as error:
     raise DataError(f"cannot read {path}: {error}") from None
   config = config_lib.default_config()
-  for section, fields in saved.items():
-    for field, value in fields.items():
-      if section not in config or field not in config[section]:
-        raise DataError(f"{path} has the field '{section}.{field}', which this version of "
-                        "electra_jax does not know; was it written by a newer one?")
-      try:
-        config[section][field] = value
-      except (TypeError, ValueError):
-        raise DataError(f"{path}: '{section}.{field}' = {value!r} has the wrong type") from None
+  for name, value in checkpointing.flatten(config_lib.migrate(saved)).items():
+    *sections, field = name.split(".")
+    node = config
+    try:
+      for section in sections:
+        node = node[section]
+      known = field in node
+    except (KeyError, TypeError):
+      known = False
+    if not known:
+      raise DataError(f"{path} has the field '{name}', which this version of electra_jax "
+                      "does not know; was it written by a newer one?")
+    try:
+      node[field] = value
+    except (TypeError, ValueError):
+      raise DataError(f"{path}: '{name}' = {value!r} has the wrong type") from None
   try:
     config_lib.validate(config)
   except ConfigError as error:

@@ -12,6 +12,11 @@ Each network is a method applied with the full params:
 `model.apply({'params': p}, ..., method='generator_logits')`. A method reads only
 the parameters it needs, so the gradient of the discriminator loss is exactly
 zero on the generator's own parameters once its samples are stop-gradiented.
+
+`MaskedLMPretrainer` is BERT's model for the MLM objective: the
+discriminator-sized encoder with the MLM head. Its tree is embeddings,
+discriminator (the encoder: the name every reader of a pre-trained encoder
+expects) and generator_head (the MLM head, here on the full-size encoder).
 """
 
 import flax.linen as nn
@@ -56,6 +61,22 @@ class DiscriminatorHead(nn.Module):
     return nn.with_logical_constraint(logits, ("batch", "length"))
 
 
+def masked_lm_logits(embeddings: SharedEmbeddings, encoder: Encoder, head: GeneratorHead,
+                     input_ids: jax.Array, token_type_ids: jax.Array, positions: jax.Array,
+                     deterministic: bool) -> jax.Array:
+  """Vocabulary logits [batch, predictions, vocab] of `encoder` + `head` at `positions`.
+
+  The head runs only at the masked positions, never over the whole sequence:
+  the vocabulary projection is the most expensive matmul of a small model.
+  """
+  attention_mask = input_ids != PAD_ID
+  embedded = embeddings(input_ids, token_type_ids, deterministic)
+  hidden = encoder(embedded, attention_mask, deterministic)
+  at_positions = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+  at_positions = nn.with_logical_constraint(at_positions, ("batch", None, "activation_hidden"))
+  return head(at_positions, embeddings)
+
+
 class ElectraPretrainer(nn.Module):
   """Generator + discriminator with shared embeddings, for pre-training."""
 
@@ -79,17 +100,9 @@ class ElectraPretrainer(nn.Module):
 
   def generator_logits(self, input_ids: jax.Array, token_type_ids: jax.Array,
                        positions: jax.Array, deterministic: bool = True) -> jax.Array:
-    """Vocabulary logits [batch, predictions, vocab] at `positions` [batch, predictions].
-
-    The head runs only at the masked positions, never over the whole sequence:
-    the vocabulary projection is the generator's most expensive matmul.
-    """
-    attention_mask = input_ids != PAD_ID
-    embedded = self.embeddings(input_ids, token_type_ids, deterministic)
-    hidden = self.generator(embedded, attention_mask, deterministic)
-    at_positions = jnp.take_along_axis(hidden, positions[..., None], axis=1)
-    at_positions = nn.with_logical_constraint(at_positions, ("batch", None, "activation_hidden"))
-    return self.generator_head(at_positions, self.embeddings)
+    """The generator's vocabulary logits [batch, predictions, vocab] at `positions`."""
+    return masked_lm_logits(self.embeddings, self.generator, self.generator_head, input_ids,
+                            token_type_ids, positions, deterministic)
 
   def discriminator_logits(self, input_ids: jax.Array, token_type_ids: jax.Array,
                            deterministic: bool = True,
@@ -112,27 +125,59 @@ class ElectraPretrainer(nn.Module):
             self.discriminator_logits(input_ids, token_type_ids, deterministic))
 
 
-def build_pretrainer(config: ml_collections.ConfigDict) -> ElectraPretrainer:
-  """The model a config describes (sizes from `model.*`, generator scaled down)."""
+class MaskedLMPretrainer(nn.Module):
+  """The full-size encoder with an MLM head: BERT's pre-training model (objective "mlm")."""
+
+  vocab_size: int
+  embedding_size: int
+  max_position_embeddings: int
+  type_vocab_size: int
+  discriminator_sizes: EncoderSizes
+  settings: ModelSettings
+
+  def setup(self):
+    self.embeddings = SharedEmbeddings(self.vocab_size, self.embedding_size,
+                                       self.max_position_embeddings, self.type_vocab_size,
+                                       self.settings)
+    self.discriminator = Encoder(self.discriminator_sizes, self.settings)
+    self.generator_head = GeneratorHead(self.embedding_size, self.vocab_size, self.settings)
+
+  def mlm_logits(self, input_ids: jax.Array, token_type_ids: jax.Array, positions: jax.Array,
+                 deterministic: bool = True) -> jax.Array:
+    """Vocabulary logits [batch, predictions, vocab] at `positions`."""
+    return masked_lm_logits(self.embeddings, self.discriminator, self.generator_head, input_ids,
+                            token_type_ids, positions, deterministic)
+
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, positions: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+    return self.mlm_logits(input_ids, token_type_ids, positions, deterministic)
+
+
+Pretrainer = ElectraPretrainer | MaskedLMPretrainer
+
+
+def build_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
+  """The model a config describes (sizes from `model.*`; ELECTRA's generator scaled down)."""
   m = config.model
   settings = ModelSettings(dropout_rate=m.dropout_rate,
                            attention_dropout_rate=m.attention_dropout_rate,
                            initializer_range=m.initializer_range,
                            layer_norm_eps=m.layer_norm_eps,
                            dtype=jnp.dtype(m.dtype), attention=m.attention, remat=m.remat)
-  return ElectraPretrainer(
-      vocab_size=m.vocab_size,
-      embedding_size=m.embedding_size,
-      max_position_embeddings=m.max_position_embeddings,
-      type_vocab_size=m.type_vocab_size,
-      generator_sizes=EncoderSizes(**config_lib.generator_dims(config)),
-      discriminator_sizes=EncoderSizes(hidden_size=m.hidden_size, num_layers=m.num_layers,
-                                       num_heads=m.num_heads,
-                                       intermediate_size=m.intermediate_size),
-      settings=settings)
+  shared = dict(vocab_size=m.vocab_size, embedding_size=m.embedding_size,
+                max_position_embeddings=m.max_position_embeddings,
+                type_vocab_size=m.type_vocab_size,
+                discriminator_sizes=EncoderSizes(hidden_size=m.hidden_size,
+                                                 num_layers=m.num_layers, num_heads=m.num_heads,
+                                                 intermediate_size=m.intermediate_size),
+                settings=settings)
+  if config.objective == "mlm":
+    return MaskedLMPretrainer(**shared)
+  return ElectraPretrainer(generator_sizes=EncoderSizes(**config_lib.generator_dims(config)),
+                           **shared)
 
 
-def init_partitioned_params(model: ElectraPretrainer, rng: jax.Array, seq_length: int,
+def init_partitioned_params(model: Pretrainer, rng: jax.Array, seq_length: int,
                             num_predictions: int) -> dict:
   """Fresh parameters, each boxed in `nn.LogicallyPartitioned` with its logical axis names.
 
@@ -144,7 +189,7 @@ def init_partitioned_params(model: ElectraPretrainer, rng: jax.Array, seq_length
   return model.init(rng, ids, ids, positions)["params"]
 
 
-def init_params(model: ElectraPretrainer, rng: jax.Array, seq_length: int,
+def init_params(model: Pretrainer, rng: jax.Array, seq_length: int,
                 num_predictions: int) -> dict:
   """Fresh parameters as plain arrays (the tree that apply, optimizers and files see)."""
   return nn.unbox(init_partitioned_params(model, rng, seq_length, num_predictions))
@@ -153,13 +198,14 @@ def init_params(model: ElectraPretrainer, rng: jax.Array, seq_length: int,
 def parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
   """Parameter counts from the config alone (shapes only, no memory, no data).
 
-  `discriminator` includes the shared embeddings (it is the model users keep);
-  `generator` counts the generator's own parameters only.
+  `discriminator` includes the shared embeddings (it is the model users keep;
+  MLM's encoder); `generator` counts the generator's own parameters only (for
+  MLM, its head's).
   """
   model = build_pretrainer(config)
   shapes = jax.eval_shape(lambda rng: init_params(model, rng, 8, 1), jax.random.PRNGKey(0))
   count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
-  own = lambda *names: sum(count(shapes[n]) for n in names)
+  own = lambda *names: sum(count(shapes[n]) for n in names if n in shapes)
   return dict(
       embeddings=own("embeddings"),
       generator=own("generator", "generator_head"),
