@@ -279,8 +279,17 @@ def main(argv: list[str]) -> None:
     shaped.train.batch_size, shaped.data.max_seq_length = batch_size, length
     config_lib.validate(shaped)
     trace_dir = _TRACE_DIR.value and os.path.join(_TRACE_DIR.value, f"b{batch_size}_l{length}")
-    records.append(measure(shaped, _COMPARE.value, _STEPS.value, _WARMUP.value, peak,
-                           trace_dir))
+    try:
+      records.append(measure(shaped, _COMPARE.value, _STEPS.value, _WARMUP.value, peak,
+                             trace_dir))
+    except jax.errors.JaxRuntimeError as error:
+      if "RESOURCE_EXHAUSTED" not in str(error):
+        raise
+      # One shape too big for the device ends its row of the table, not the whole sweep.
+      records.append(dict(batch_size=batch_size, length=length, error=str(error).splitlines()[0]))
+      print(f"batch {batch_size} x length {length}: does not fit ({records[-1]['error']})\n",
+            flush=True)
+      continue
     print_record(records[-1], peak)
     if "profile" in records[-1]:
       print_profile(records[-1]["profile"])
