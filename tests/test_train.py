@@ -7,6 +7,7 @@ import sys
 
 import flax.serialization
 import numpy as np
+import pytest
 
 from conftest import REPO, load_config
 from electra_jax import train
@@ -56,6 +57,7 @@ def most_frequent_token_accuracy(examples) -> float:
   return np.bincount(ids).max() / ids.size
 
 
+@pytest.mark.slow  # 400 steps: ~1.5 min; test_train_step covers learning in the default run
 def test_tiny_model_learns(tmp_path):
   """Held-out generator accuracy and discriminator AUC climb well above chance.
 
