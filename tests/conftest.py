@@ -1,10 +1,20 @@
 """Shared test setup: CPU only, and small helpers for configs."""
 
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One XLA compilation cache for the whole run, the CLIs' subprocesses included:
+# most tests compile the same tiny train step, and compiling it costs more than
+# running it. A fresh directory per run, so no test depends on an earlier run.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="electra_jax_tests_xla_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 REPO = Path(__file__).resolve().parent.parent
 

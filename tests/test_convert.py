@@ -119,6 +119,7 @@ def test_load_discriminator_reorders_a_google_vocabulary(tmp_path):
   assert loaded.tokenizer.id_to_piece(1) == "[UNK]" and loaded.tokenizer.vocab_size == 100
 
 
+@pytest.mark.slow  # a CLI pre-training run (~40 s)
 def test_pretraining_starts_from_the_imported_weights(run):
   """One step at learning rate 0 (the warmup's first) leaves exactly the imported weights."""
   config, params, tmp_path = run

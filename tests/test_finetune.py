@@ -139,6 +139,7 @@ def test_resuming_from_the_hook_repeats_the_uninterrupted_run(tmp_path):
   assert resumed["history"] == full["history"] and resumed["best_epoch"] == full["best_epoch"]
 
 
+@pytest.mark.slow  # two CLI runs; test_resuming_from_the_hook_* covers resuming in-process
 def test_sigterm_saves_and_the_same_run_continues_from_its_orbax_checkpoint(tmp_path):
   """The CLI's checkpointer: SIGTERM mid-epoch saves and stops the run; a second run on the
   workdir continues from that checkpoint and ends as one uninterrupted run."""

@@ -182,6 +182,7 @@ def test_layer_norm_equals_flax_layer_norm_and_its_gradient():
     np.testing.assert_allclose(ours, expected, atol=1e-4)
 
 
+@pytest.mark.slow  # two compilations (~30 s); test_bfloat16_compute_* runs by default
 def test_bfloat16_trains_close_to_float32():
   """Mixed precision: float32 parameters and gradients, bfloat16 matmuls; a few steps
   stay near float32's losses (benchmarks/README.md has the 300-step curves)."""
