@@ -98,16 +98,19 @@ def test_when_no_checkpoint_can_be_read_nothing_is_moved(tmp_path):
 
 
 # A run killed while its asynchronous save is still writing: the save of step 2
-# has started (the state is off the device) when the process dies.
+# has started (the state is off the device) when the process dies. Its 256 MiB
+# are random, so that compression cannot make the write short enough to finish
+# before the kill.
 KILLED_MID_SAVE = """
 import os, sys
-import jax.numpy as jnp
+import jax, jax.numpy as jnp
 from electra_jax import checkpointing
 checkpoints = checkpointing.Checkpointer(sys.argv[1], every_steps=1, keep=5)
 small = {"weights": jnp.zeros((64, 32)), "step": jnp.asarray(1, jnp.int32)}
 checkpoints.save(1, small, {"next_index": 1}, {"run": "a"})
 checkpoints.wait()
-big = {"weights": jnp.ones((4096, 4096)), "step": jnp.asarray(2, jnp.int32)}
+weights = jax.random.normal(jax.random.PRNGKey(0), (8192, 8192)).block_until_ready()
+big = {"weights": weights, "step": jnp.asarray(2, jnp.int32)}
 checkpoints.save(2, big, {"next_index": 2}, {"run": "a"})
 os._exit(9)
 """
