@@ -74,6 +74,7 @@ FAST = ("--config.model.num_layers=1 --config.model.vocab_size=1000 "
         "--config.train.eval_batches=1")
 
 
+@pytest.mark.slow  # a training run in a fresh interpreter (~40 s); the form check above runs by default
 def test_notebook_code_cells_run_on_cpu(tmp_path):
   """Every code cell, in order, in one interpreter; a short run replaces the parameters."""
   notebook = json.loads(NOTEBOOK.read_text())
