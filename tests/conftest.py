@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One XLA compilation cache for the whole run, the CLIs' subprocesses included:
 # most tests compile the same tiny train step, and compiling it costs more than
@@ -25,3 +27,17 @@ def load_config(name: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def write_word_corpus(path: Path, num_words: int, num_documents: int) -> Path:
+  """A corpus of made-up words at `path`: documents of 6 twelve-word sentences.
+
+  Enough text for a tokenizer and a few training steps, without the built-in corpus.
+  """
+  rng = np.random.default_rng(0)
+  words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(2, 7)))
+           for _ in range(num_words)]
+  path.write_text("\n\n".join(
+      "\n".join(" ".join(rng.choice(words, 12)) + "." for _ in range(6))
+      for _ in range(num_documents)))
+  return path

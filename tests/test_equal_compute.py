@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, load_config, write_word_corpus
 from electra_jax import flops
 from electra_jax.experiments import equal_compute
 
@@ -76,12 +76,7 @@ def test_bad_flags_are_one_line_errors(tmp_path):
 @pytest.mark.skipif(not (DATA / "SST-2").is_dir(), reason=f"needs the fine-tuning data in {DATA}")
 def test_end_to_end_at_a_minuscule_budget(tmp_path):
   """Seconds of pre-training on a small corpus, then one seed of tiny fine-tuning runs."""
-  rng = np.random.default_rng(0)
-  words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(2, 7)))
-           for _ in range(600)]
-  corpus = tmp_path / "corpus.txt"
-  corpus.write_text("\n\n".join(
-      "\n".join(" ".join(rng.choice(words, 12)) + "." for _ in range(6)) for _ in range(200)))
+  corpus = write_word_corpus(tmp_path / "corpus.txt", num_words=600, num_documents=200)
   out = tmp_path / "out"
   command = [sys.executable, "-m", "electra_jax.experiments.equal_compute",
              f"--out={out}", "--budget_flops=2e11", "--fractions=0.5,1", "--tasks=sst2,stsb",

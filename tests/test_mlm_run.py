@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl import logging
 
-from conftest import load_config
+from conftest import load_config, write_word_corpus
 from electra_jax import train
 from electra_jax.convert import flax_format, pretrained
 from electra_jax.convert.exporting import export_run
@@ -20,12 +20,7 @@ from electra_jax.errors import UserError
 def fixture_mlm_run(tmp_path_factory):
   """Six MLM steps on a small synthetic corpus; checkpoints of steps 2 and 4 kept for good."""
   tmp = tmp_path_factory.mktemp("mlm")
-  rng = np.random.default_rng(0)
-  words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(2, 7)))
-           for _ in range(400)]
-  corpus = tmp / "corpus.txt"
-  corpus.write_text("\n\n".join(
-      "\n".join(" ".join(rng.choice(words, 12)) + "." for _ in range(6)) for _ in range(150)))
+  corpus = write_word_corpus(tmp / "corpus.txt", num_words=400, num_documents=150)
   config = load_config("tiny")
   config.objective = "mlm"
   config.model.vocab_size = 120
