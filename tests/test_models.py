@@ -9,8 +9,9 @@ import pytest
 from conftest import load_config
 from test_train_step import run_steps, small_config
 from electra_jax import objective, train_step as train_step_lib
-from electra_jax.models import electra
+from electra_jax.models import electra, encoder
 from electra_jax.models.dropout import keep_mask
+from electra_jax.models import matmul
 from electra_jax.models.layer_norm import LayerNorm
 
 
@@ -180,6 +181,31 @@ def test_layer_norm_equals_flax_layer_norm_and_its_gradient():
       jax.tree_util.tree_leaves(jax.grad(loss(LayerNorm(1e-12)), argnums=(0, 1))(params, x)),
       jax.tree_util.tree_leaves(jax.grad(loss(theirs), argnums=(0, 1))(params, x))):
     np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("features_in, features_out", [(24, 8), (8, 24), (16, 16)])
+def test_dense_matmul_and_its_gradients_equal_xlas(features_in, features_out):
+  # Both orientations of the weight gradient (wider input, wider output) and square.
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, features_in))
+  params = nn.Dense(features_out).init(jax.random.PRNGKey(1), x)
+  weights = jax.random.normal(jax.random.PRNGKey(2), (3, 5, features_out))
+  loss = lambda dense: lambda p, x: (jnp.tanh(dense.apply(p, x)) * weights).sum()
+  ours, xlas = nn.Dense(features_out, dot_general=matmul.dot_general), nn.Dense(features_out)
+  np.testing.assert_allclose(ours.apply(params, x), xlas.apply(params, x), atol=1e-6)
+  gradients = [jax.tree_util.tree_leaves(jax.grad(loss(dense), argnums=(0, 1))(params, x))
+               for dense in (ours, xlas)]
+  for a, b in zip(*gradients):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  # The custom gradient is what ran (on CPU): its transposed product is in the program.
+  program = str(jax.make_jaxpr(jax.grad(loss(ours)))(params, x))
+  assert ("optimization_barrier" in program) == (features_in > features_out)
+
+
+def test_gelu_gradient_equals_autodiffs():
+  x = jnp.linspace(-8, 8, 2001)
+  written_out = lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * 2.0**-0.5))
+  np.testing.assert_allclose(jax.vmap(jax.grad(encoder.gelu))(x),
+                             jax.vmap(jax.grad(written_out))(x), atol=1e-6)
 
 
 @pytest.mark.slow  # two compilations (~30 s); test_bfloat16_compute_* runs by default
