@@ -9,9 +9,8 @@ import pytest
 from conftest import load_config
 from test_train_step import run_steps, small_config
 from electra_jax import objective, train_step as train_step_lib
-from electra_jax.models import electra, encoder
+from electra_jax.models import electra, encoder, matmul
 from electra_jax.models.dropout import keep_mask
-from electra_jax.models import matmul
 from electra_jax.models.layer_norm import LayerNorm
 
 
