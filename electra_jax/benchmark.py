@@ -13,8 +13,8 @@ on CPU, measured here with large matmuls). Also the compile time and the
 memory per device that XLA plans for the step.
 
   --compare=torch   also runs the Hugging Face transformers ELECTRA step of the same
-                    shape (electra_jax.torch_reference) in the same process, one step of
-                    each in turn, and prints the tokens/s ratio (needs torch and
+                    shape (electra_jax.torch_reference) in the same process, after
+                    ours, and prints the tokens/s ratio (needs torch and
                     transformers: pip install -e ".[hf]")
   --threads=N       pins the process to N cores; XLA and torch then use N threads
   --batch_sizes=8,32 --lengths=128,512   a table over these shapes (overriding
@@ -42,7 +42,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import cli, flops, profiling, sharding, torch_reference
+from electra_jax import cli, flops, huge_pages, profiling, sharding, torch_reference
 from electra_jax import config as config_lib
 from electra_jax import train_step as train_step_lib
 from electra_jax.errors import UserError
@@ -57,8 +57,8 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (of each framework); the
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling (of each framework).")
 _COMPARE = flags.DEFINE_enum(
     "compare", "none", ["none", "torch"],
-    "torch: also time the Hugging Face transformers ELECTRA step of the same shape, in turn "
-    "with ours, and report the ratio of tokens/s.")
+    "torch: also time the Hugging Face transformers ELECTRA step of the same shape, after "
+    "ours, and report the ratio of tokens/s.")
 _THREADS = flags.DEFINE_integer(
     "threads", 0, "Pin the process to this many CPU cores, so that XLA and torch both use "
     "this many threads; 0: all cores.")
@@ -145,20 +145,21 @@ class TorchStep:
 
 def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup: int,
             peak: flops.Peak | None, trace_dir: str | None = None) -> dict[str, Any]:
-  """One shape: our step (and the torch step, in turn with it), as a JSON-able record."""
+  """One shape: our step (and then the torch step), as a JSON-able record."""
   model_flops = flops.step_flops(config)
   tokens = config.train.batch_size * config.data.max_seq_length
   ours = JaxStep(config)
   steppers = {"jax": ours}
   if compare == "torch":
     steppers["torch"] = TorchStep(config)
-  for _ in range(warmup):
-    for step in steppers.values():
+  # Each framework's steps run back to back, as in training: a step of the other
+  # one in between leaves the memory system in a state that slowed ours by up to
+  # 2x here (benchmarks/README.md).
+  times = {}
+  for name, step in steppers.items():
+    for _ in range(warmup):
       step()
-  times = {name: [] for name in steppers}
-  for _ in range(steps):
-    for name, step in steppers.items():
-      times[name].append(step())
+    times[name] = [step() for _ in range(steps)]
   timings = {name: Timing(seconds, tokens, model_flops["total"], peak)
              for name, seconds in times.items()}
   cost = ours.training.cost
@@ -233,7 +234,7 @@ def environment(threads: int) -> dict[str, Any]:
   return dict(date=time.strftime("%Y-%m-%d %H:%M"), jax=jax.__version__,
               device=f"{len(jax.devices())} x {device.device_kind}", platform=device.platform,
               cpu_cores=os.cpu_count(), threads=threads, load_average=os.getloadavg()[0],
-              xla_flags=os.environ.get("XLA_FLAGS", ""))
+              xla_flags=os.environ.get("XLA_FLAGS", ""), huge_pages=huge_pages.enabled())
 
 
 def pin_threads(threads: int) -> int:
@@ -271,7 +272,8 @@ def main(argv: list[str]) -> None:
   peak = (flops.Peak(_PEAK_FLOPS.value, "--peak_flops") if _PEAK_FLOPS.value else
           flops.peak_flops(config.model.dtype))
   print(f"{env['date']}: jax {env['jax']} on {env['device']}, {threads} threads "
-        f"({env['cpu_cores']} cores, load average {env['load_average']:.1f})"
+        f"({env['cpu_cores']} cores, load average {env['load_average']:.1f}, huge pages "
+        f"{'on' if env['huge_pages'] else 'off'})"
         + (f", XLA_FLAGS={env['xla_flags']}" if env["xla_flags"] else ""), flush=True)
   records = []
   for batch_size, length in shapes(config):

@@ -1,4 +1,4 @@
-"""What every `python -m electra_jax.<verb>` shares: flag parsing and error reporting.
+"""What every `python -m electra_jax.<verb>` shares: flag parsing, error reporting, huge pages.
 
 Mistakes in flags or config values end in one line naming the field and exit
 code 2; other user errors (missing corpus, unwritable workdir) in one line and
@@ -13,6 +13,7 @@ import ml_collections
 from absl import app, flags
 
 from electra_jax import config as config_lib
+from electra_jax import huge_pages
 from electra_jax.errors import ConfigError, UserError
 
 
@@ -63,7 +64,11 @@ def resolved_config(config_flag: flags.FlagHolder,
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """`app.run(main)` with one-line errors for flags, config and user input."""
+  """`app.run(main)` with one-line errors for flags, config and user input.
+
+  First restarts the process with huge pages for large allocations (huge_pages.py).
+  """
+  huge_pages.restart_with_huge_pages()
 
   def guarded_main(argv: list[str]) -> None:
     try:
