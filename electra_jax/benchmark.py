@@ -153,8 +153,8 @@ def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup:
   if compare == "torch":
     steppers["torch"] = TorchStep(config)
   # Each framework's steps run back to back, as in training: a step of the other
-  # one in between leaves the memory system in a state that slowed ours by up to
-  # 2x here (benchmarks/README.md).
+  # one in between left the memory system in a state that slowed ours more than
+  # twice over here (benchmarks/README.md).
   times = {}
   for name, step in steppers.items():
     for _ in range(warmup):

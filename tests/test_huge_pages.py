@@ -12,11 +12,12 @@ from electra_jax import huge_pages
 from test_benchmark import TINY_SHAPE
 
 WITHOUT_TUNABLES = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-RESTARTS_HERE = huge_pages.environment_with_huge_pages(WITHOUT_TUNABLES) is not None
+needs_restart = pytest.mark.skipif(
+    huge_pages.environment_with_huge_pages(WITHOUT_TUNABLES) is None,
+    reason="needs Linux, glibc >= 2.35 and transparent huge pages not set to 'never'")
 
 
-@pytest.mark.skipif(not RESTARTS_HERE, reason="needs Linux, glibc >= 2.35 and transparent "
-                    "huge pages not set to 'never'")
+@needs_restart
 def test_the_tunable_is_added_to_what_the_user_set():
   assert huge_pages.environment_with_huge_pages({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
   other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "HOME": "/h"}
@@ -29,8 +30,7 @@ def test_a_users_own_choice_is_kept():
     assert huge_pages.environment_with_huge_pages({"GLIBC_TUNABLES": value}) is None
 
 
-@pytest.mark.skipif(not RESTARTS_HERE, reason="needs Linux, glibc >= 2.35 and transparent "
-                    "huge pages not set to 'never'")
+@needs_restart
 def test_a_cli_started_without_the_tunable_runs_with_it(tmp_path):
   """The benchmark records whether huge pages were on; started without, it restarted with them."""
   result = subprocess.run(
