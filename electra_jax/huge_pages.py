@@ -40,18 +40,30 @@ def _kernel_allows_huge_pages() -> bool:
     return False
 
 
+def _tunable_value(environ: Mapping[str, str]) -> str | None:
+  """The value GLIBC_TUNABLES gives the huge-page tunable; None where it names none."""
+  for entry in environ.get("GLIBC_TUNABLES", "").split(":"):
+    name, _, value = entry.partition("=")
+    if name == TUNABLE:
+      return value
+  return None
+
+
 def environment_with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:
   """`environ` with the tunable added, or None where it is set already or would do nothing."""
-  tunables = environ.get("GLIBC_TUNABLES", "")
-  if (TUNABLE in tunables or sys.platform != "linux" or not _glibc_has_tunable()
-      or not _kernel_allows_huge_pages()):
+  if (_tunable_value(environ) is not None or sys.platform != "linux"
+      or not _glibc_has_tunable() or not _kernel_allows_huge_pages()):
     return None
+  tunables = environ.get("GLIBC_TUNABLES", "")
   return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, f"{TUNABLE}=1"]))}
 
 
 def enabled() -> bool:
-  """Whether this process started with glibc advising huge pages for large allocations."""
-  return f"{TUNABLE}=1" in os.environ.get("GLIBC_TUNABLES", "").split(":")
+  """Whether this process started with glibc using huge pages for large allocations.
+
+  1 advises transparent huge pages; 2 (glibc's other setting) uses hugetlbfs.
+  """
+  return _tunable_value(os.environ) not in (None, "0")
 
 
 def restart_with_huge_pages() -> None:
