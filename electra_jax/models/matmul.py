@@ -6,8 +6,9 @@ speed when the result's minor dimension is the wider one, and at half speed
 otherwise, as for the feed-forward's output layer ([1024, 256] in
 ELECTRA-Small): there (dy^T @ x)^T gives the same numbers twice as fast, the
 transpose being a copy of the small [out, in] result. This took 0.11 s off a
-2.8 s ELECTRA-Small step on one CPU core (benchmarks/README.md). GPUs and TPUs
-choose matmul layouts themselves, so there `dot_general` is XLA's own.
+2.8 s ELECTRA-Small step on one CPU core (benchmarks/README.md). The tied output
+embeddings use it too, their [vocab, embed] table passed transposed. GPUs and
+TPUs choose matmul layouts themselves, so there `dot_general` is XLA's own.
 """
 
 import jax
@@ -27,11 +28,12 @@ def _forward(x, w):
 def _backward(residuals, grad):
   x, w = residuals
   x_rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+  # The barriers keep XLA from folding a transpose, ours or the caller's (a
+  # tied `w` passed in transposed), back into the product's orientation.
   if w.shape[0] > w.shape[1]:
-    # The barrier keeps XLA from folding the transpose back into the product.
     grad_w = jax.lax.optimization_barrier(jnp.einsum("to,ti->oi", grad_rows, x_rows)).T
   else:
-    grad_w = jnp.einsum("ti,to->io", x_rows, grad_rows)
+    grad_w = jax.lax.optimization_barrier(jnp.einsum("ti,to->io", x_rows, grad_rows))
   return grad @ w.T, grad_w
 
 
