@@ -157,9 +157,13 @@ def einsum_attention(query: jax.Array, key: jax.Array, value: jax.Array,
                      dropout: Callable[[jax.Array], jax.Array]) -> jax.Array:
   """Softmax attention written out, with `dropout` on the attention weights.
 
-  Scores and softmax are float32 whatever the inputs' dtype.
+  Scores and softmax are float32 whatever the inputs' dtype. The products run
+  heads-major ([batch, heads, length, head size]), transposed here: given the
+  [batch, length, heads, head size] inputs as they are, XLA's CPU layouts made
+  them 20% slower (about 30 ms of an ELECTRA-Small step).
   """
-  scores = jnp.einsum("bqhd,bkhd->bhqk", query * query.shape[-1]**-0.5, key,
+  query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
+  scores = jnp.einsum("bhqd,bhkd->bhqk", query * query.shape[-1]**-0.5, key,
                       preferred_element_type=jnp.float32)
   scores = jnp.where(attention_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
   # Softmax over [batch, heads x queries, keys]: with a heads dimension of 1 (the
@@ -167,7 +171,7 @@ def einsum_attention(query: jax.Array, key: jax.Array, value: jax.Array,
   batch, heads, queries, keys = scores.shape
   weights = jax.nn.softmax(scores.reshape(batch, heads * queries, keys), axis=-1)
   weights = dropout(weights.reshape(scores.shape).astype(value.dtype))
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+  return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights, value), 1, 2)
 
 
 def fused_attention_implementation(dtype: Dtype) -> str | None:
