@@ -9,8 +9,9 @@ the model FLOPs of a step counted from the config (generator, generator head at
 the masked positions only, discriminator, discriminator head; x3 for forward
 and backward; electra_jax.flops) next to XLA's own count, the FLOP/s reached
 and the MFU: their share of the devices' peak (a table of known accelerators;
-on CPU, measured here with large matmuls). Also the compile time and the
-memory per device that XLA plans for the step.
+on CPU, measured here with large matmuls, before and again after the steps,
+the higher rate counting). Also the compile time and the memory per device
+that XLA plans for the step.
 
   --compare=torch   also runs the Hugging Face transformers ELECTRA step of the same
                     shape (electra_jax.torch_reference) in the same process, after
@@ -144,8 +145,13 @@ class TorchStep:
 
 
 def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup: int,
-            peak: flops.Peak | None, trace_dir: str | None = None) -> dict[str, Any]:
-  """One shape: our step (and then the torch step), as a JSON-able record."""
+            peak: flops.Peak | None, trace_dir: str | None = None
+            ) -> tuple[dict[str, Any], flops.Peak | None]:
+  """One shape: our step (and then the torch step), as a JSON-able record.
+
+  Also returns the peak its MFU divides by: `peak`, or on a CPU the higher
+  rate measured after the steps (`flops.remeasured`).
+  """
   model_flops = flops.step_flops(config)
   tokens = config.train.batch_size * config.data.max_seq_length
   ours = JaxStep(config)
@@ -160,6 +166,7 @@ def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup:
     for _ in range(warmup):
       step()
     times[name] = [step() for _ in range(steps)]
+  peak = flops.remeasured(peak, config.model.dtype)
   timings = {name: Timing(seconds, tokens, model_flops["total"], peak)
              for name, seconds in times.items()}
   cost = ours.training.cost
@@ -169,13 +176,14 @@ def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup:
       remat=config.model.remat, attention=config.model.attention,
       model_flops=model_flops, xla_flops=cost["flops"],
       compile_s=ours.training.compile_seconds, peak_bytes_per_device=cost["peak_bytes"],
+      peak_flops_per_s=peak and peak.flops_per_s,
       **{name: dict(timing.summary(), step_seconds=timing.step_seconds)
          for name, timing in timings.items()})
   if "torch" in timings:
     record["speedup"] = record["torch"]["step_s"] / record["jax"]["step_s"]
   if trace_dir:
     record["profile"] = profile(ours, trace_dir, model_flops["total"])
-  return record
+  return record, peak
 
 
 def profile(ours: JaxStep, trace_dir: str, model_flops: float) -> dict[str, Any]:
@@ -282,8 +290,9 @@ def main(argv: list[str]) -> None:
     config_lib.validate(shaped)
     trace_dir = _TRACE_DIR.value and os.path.join(_TRACE_DIR.value, f"b{batch_size}_l{length}")
     try:
-      records.append(measure(shaped, _COMPARE.value, _STEPS.value, _WARMUP.value, peak,
-                             trace_dir))
+      record, peak = measure(shaped, _COMPARE.value, _STEPS.value, _WARMUP.value, peak,
+                             trace_dir)
+      records.append(record)
     except jax.errors.JaxRuntimeError as error:
       if "RESOURCE_EXHAUSTED" not in str(error):
         raise

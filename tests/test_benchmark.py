@@ -104,7 +104,7 @@ def test_torch_reference_computes_our_losses():
   ours = (objective.mlm_loss(gen_logits, masked.targets, masked.weights),
           objective.rtd_loss(disc_logits, labels, real.astype(jnp.float32)))
 
-  as_torch = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.long)
+  as_torch = lambda x: torch.as_tensor(np.array(x), dtype=torch.long)  # a writable copy
   with torch.no_grad():
     theirs = torch_reference.losses(
         models, as_torch(ids), as_torch(types), as_torch(masked.input_ids),

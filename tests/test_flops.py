@@ -62,6 +62,17 @@ def test_cpu_peak_is_measured():
   assert peak.source.startswith("measured") and 1e9 < peak.flops_per_s < 1e14
 
 
+def test_a_measured_peak_is_measured_again_and_only_ever_raised():
+  low = flops.Peak(1.0, "measured: test", measured=True)
+  again = flops.remeasured(low, "float32")
+  assert again.flops_per_s > 1e9 and again.source == low.source
+  high = flops.Peak(1e30, "measured: test", measured=True)
+  assert flops.remeasured(high, "float32") == high
+  known = flops.Peak(1.0, "table: test")  # a device's known peak is not re-measured
+  assert flops.remeasured(known, "float32") == known
+  assert flops.remeasured(None, "float32") is None
+
+
 def test_mlm_counts_the_full_size_encoder_and_its_head_at_the_masked_positions():
   config = load_config("small")
   electra_flops = flops.step_flops(config)
