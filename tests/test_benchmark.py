@@ -109,5 +109,5 @@ def test_torch_reference_computes_our_losses():
     theirs = torch_reference.losses(
         models, as_torch(ids), as_torch(types), as_torch(masked.input_ids),
         as_torch(masked.positions), as_torch(masked.targets),
-        torch.as_tensor(np.asarray(masked.weights)), torch.from_numpy(gumbel), 1.0)
+        torch.as_tensor(np.array(masked.weights)), torch.from_numpy(gumbel), 1.0)
   np.testing.assert_allclose([float(x) for x in theirs], [float(x) for x in ours], rtol=1e-5)
