@@ -48,8 +48,12 @@ class Peak:
   """What the devices of one run can do at most, and how we know."""
 
   flops_per_s: float  # all devices together
-  source: str  # "table: <device kind>" or "measured: ..."
-  measured: bool = False  # on this host by `measure_matmul_flops`, rather than known
+  source: str  # "table: <device kind>", "measured: ..." or "--peak_flops"
+
+  @property
+  def measured(self) -> bool:
+    """Timed on this host (`measure_matmul_flops`), rather than known."""
+    return self.source.startswith("measured:")
 
 
 def encoder_forward_flops(hidden: int, intermediate: int, layers: int, embedding: int,
@@ -105,8 +109,7 @@ def peak_flops(dtype: str, devices: list[jax.Device] | None = None) -> Peak | No
   """
   devices = devices or jax.devices()
   if devices[0].platform == "cpu":
-    return Peak(measure_matmul_flops(dtype), f"measured: best of {dtype} matmuls on this CPU",
-                measured=True)
+    return Peak(measure_matmul_flops(dtype), f"measured: best of {dtype} matmuls on this CPU")
   kind = devices[0].device_kind
   for name, bf16, fp32 in DEVICE_PEAKS:
     if name in kind:
@@ -124,10 +127,8 @@ def remeasured(peak: Peak | None, dtype: str) -> Peak | None:
   """
   if peak is None or not peak.measured:
     return peak
-  now = measure_matmul_flops.__wrapped__(dtype)
-  if now <= peak.flops_per_s:
-    return peak
-  return dataclasses.replace(peak, flops_per_s=now)
+  now = measure_matmul_flops.__wrapped__(dtype)  # past the cache
+  return dataclasses.replace(peak, flops_per_s=max(peak.flops_per_s, now))
 
 
 @functools.lru_cache

@@ -63,10 +63,10 @@ def test_cpu_peak_is_measured():
 
 
 def test_a_measured_peak_is_measured_again_and_only_ever_raised():
-  low = flops.Peak(1.0, "measured: test", measured=True)
+  low = flops.Peak(1.0, "measured: test")
   again = flops.remeasured(low, "float32")
   assert again.flops_per_s > 1e9 and again.source == low.source
-  high = flops.Peak(1e30, "measured: test", measured=True)
+  high = flops.Peak(1e30, "measured: test")
   assert flops.remeasured(high, "float32") == high
   known = flops.Peak(1.0, "table: test")  # a device's known peak is not re-measured
   assert flops.remeasured(known, "float32") == known
