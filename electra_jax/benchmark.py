@@ -10,8 +10,9 @@ the masked positions only, discriminator, discriminator head; x3 for forward
 and backward; electra_jax.flops) next to XLA's own count, the FLOP/s reached
 and the MFU: their share of the devices' peak (a table of known accelerators;
 on CPU, measured here with large matmuls, before and again after the steps,
-the higher rate counting). Also the compile time and the memory per device
-that XLA plans for the step.
+the higher rate counting). Also the compile time, the memory per device
+that XLA plans for the step, and the process's time in the kernel per step
+(JSON; printed where it is over a tenth of the step).
 
   --compare=torch   also runs the Hugging Face transformers ELECTRA step of the same
                     shape (electra_jax.torch_reference) in the same process, after
@@ -33,9 +34,10 @@ import copy
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -75,6 +77,26 @@ _TRACE_DIR = flags.DEFINE_string(
     "trace_dir", None, "Also profile 2 of our steps into this directory and print where "
     "their time goes.")
 _TRACE_TOP = 15  # operations listed
+# Steps that spend more than this share of the median step in the kernel (on average)
+# get a line saying so.
+_KERNEL_SHARE_WORTH_A_NOTE = 0.1
+
+
+def timed_steps(step: Callable[[], float], count: int) -> tuple[list[float], list[float]]:
+  """`count` steps: each one's seconds, and the CPU seconds this process spent in the kernel.
+
+  On a CPU, kernel time is mostly page faults on the memory that XLA allocates
+  afresh for each step. It is small on most hosts, but a VM that hands freed
+  memory back to its host (free page reporting) can make it as long as the
+  step's own work (benchmarks/README.md); this is how a reader of the table
+  tells the two apart.
+  """
+  seconds, kernel_seconds = [], []
+  for _ in range(count):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    seconds.append(step())
+    kernel_seconds.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - before)
+  return seconds, kernel_seconds
 
 
 @dataclasses.dataclass
@@ -82,6 +104,7 @@ class Timing:
   """Step times of one framework, and what they make of the model FLOPs."""
 
   step_seconds: list[float]
+  kernel_seconds: list[float]
   tokens_per_step: int
   model_flops: float
   peak: flops.Peak | None
@@ -92,6 +115,7 @@ class Timing:
 
   def summary(self) -> dict[str, float]:
     return dict(step_s=self.median, step_s_min=min(self.step_seconds),
+                kernel_s=statistics.fmean(self.kernel_seconds),
                 tokens_per_s=self.tokens_per_step / self.median,
                 flops_per_s=self.model_flops / self.median,
                 mfu=flops.mfu(self.model_flops, self.median, self.peak))
@@ -165,10 +189,10 @@ def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup:
   for name, step in steppers.items():
     for _ in range(warmup):
       step()
-    times[name] = [step() for _ in range(steps)]
+    times[name] = timed_steps(step, steps)
   peak = flops.remeasured(peak, config.model.dtype)
-  timings = {name: Timing(seconds, tokens, model_flops["total"], peak)
-             for name, seconds in times.items()}
+  timings = {name: Timing(seconds, kernel_seconds, tokens, model_flops["total"], peak)
+             for name, (seconds, kernel_seconds) in times.items()}
   cost = ours.training.cost
   record = dict(
       batch_size=config.train.batch_size, length=config.data.max_seq_length,
@@ -177,7 +201,8 @@ def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup:
       model_flops=model_flops, xla_flops=cost["flops"],
       compile_s=ours.training.compile_seconds, peak_bytes_per_device=cost["peak_bytes"],
       peak_flops_per_s=peak and peak.flops_per_s,
-      **{name: dict(timing.summary(), step_seconds=timing.step_seconds)
+      **{name: dict(timing.summary(), step_seconds=timing.step_seconds,
+                    kernel_seconds=timing.kernel_seconds)
          for name, timing in timings.items()})
   if "torch" in timings:
     record["speedup"] = record["torch"]["step_s"] / record["jax"]["step_s"]
@@ -230,6 +255,10 @@ def print_record(record: dict[str, Any], peak: flops.Peak | None) -> None:
       rows.append((f"{name} step", f"{r['step_s']:.3f} s median (min {r['step_s_min']:.3f}), "
                                    f"{r['tokens_per_s']:,.0f} tokens/s, "
                                    f"{r['flops_per_s']:.3g} FLOP/s, MFU {100 * r['mfu']:.1f}%"))
+      if r["kernel_s"] > _KERNEL_SHARE_WORTH_A_NOTE * r["step_s"]:
+        rows.append((f"{name} kernel time", f"{r['kernel_s']:.3f} s per step (mean) in the "
+                     "kernel: page faults on freshly allocated memory, slow on VMs that "
+                     "return freed memory to their host (benchmarks/README.md)"))
   if "speedup" in record:
     rows.append(("jax / torch", f"{record['speedup']:.2f}x the tokens/s"))
   width = max(len(label) for label, _ in rows)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 from convert_helpers import random_params, tiny_config
-from electra_jax import objective, train_step as train_step_lib
+from electra_jax import benchmark, objective, train_step as train_step_lib
 from electra_jax.convert import hf_params
 from electra_jax.models import electra
 
@@ -49,11 +49,29 @@ def test_benchmark_prints_the_table_and_writes_json(tmp_path):
   record, = report["results"]
   assert (record["batch_size"], record["length"]) == (4, 16)
   assert len(record["jax"]["step_seconds"]) == 2 and record["jax"]["tokens_per_s"] > 0
+  assert len(record["jax"]["kernel_seconds"]) == 2 and record["jax"]["kernel_s"] >= 0
   assert 0 < record["jax"]["mfu"] < 1
   assert record["model_flops"]["total"] < record["xla_flops"]
   if compare:
     assert "jax / torch" in result.stdout
     assert record["speedup"] == pytest.approx(record["torch"]["step_s"] / record["jax"]["step_s"])
+
+
+def test_kernel_time_is_counted_per_step():
+  """A step that faults in fresh memory spends time in the kernel; one that only
+  computes spends (next to) none: the figure that tells a slow host from slow code."""
+  def touch_fresh_memory():
+    np.ones(2**28, np.float32)  # 1 GiB, mapped and faulted in afresh
+    return 0.0
+
+  def compute():
+    sum(range(200_000))
+    return 0.0
+
+  _, faulting = benchmark.timed_steps(touch_fresh_memory, 2)
+  seconds, computing = benchmark.timed_steps(compute, 2)
+  assert len(faulting) == len(computing) == len(seconds) == 2
+  assert min(faulting) > 0.01 > max(computing)
 
 
 def test_comparison_without_torch_is_one_clear_error():
