@@ -39,7 +39,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import electra_jax
-from electra_jax import checkpointing, cli, flops, objective, sharding
+from electra_jax import checkpointing, cli, flops, objective, process_flags, sharding
 from electra_jax import config as config_lib
 from electra_jax import metrics as metrics_lib
 from electra_jax import train_step as train_step_lib
@@ -60,17 +60,7 @@ _WORKDIR = flags.DEFINE_string(
     "--config.data.dir is set). Created if missing; a workdir with checkpoints is continued. "
     "Process 0 writes the files, every process its share of the checkpoints; "
     "in a multi-host run it should be a directory every host can read.")
-_COORDINATOR_ADDRESS = flags.DEFINE_string(
-    "coordinator_address", None,
-    "Multi-process runs where no cluster tells JAX its peers: host:port of process 0, "
-    "the same on every process (or JAX_COORDINATOR_ADDRESS). Not needed on Cloud TPU VMs "
-    "or under SLURM.")
-_NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", None, "Multi-process runs: how many processes (or JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer(
-    "process_id", None,
-    "Multi-process runs: this process's index, 0 to num_processes - 1 (or JAX_PROCESS_ID). "
-    "Process 0 writes the workdir and the logs.")
+flags.adopt_module_key_flags(process_flags)  # --coordinator_address and the rest
 
 EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data its own way
 CHECKPOINTS_DIR = flax_format.CHECKPOINTS_DIR  # in the workdir
@@ -358,8 +348,7 @@ def main(argv: list[str]) -> None:
   config = cli.resolved_config(_CONFIG)
   if not _WORKDIR.value and not config.train.dry_run:
     raise UserError("--workdir is required: the directory that receives this run's outputs")
-  sharding.initialize_distributed(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
+  process_flags.join_processes()
   if not sharding.is_primary():
     logging.set_verbosity(logging.WARNING)  # process 0 reports for all
   train_and_evaluate(config, _WORKDIR.value or "")

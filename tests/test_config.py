@@ -70,10 +70,14 @@ def test_cli_missing_config_file(tmp_path):
   assert "configs/nope.py" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_cli_help_explains_the_flags():
-  result = subprocess.run([sys.executable, "-m", "electra_jax.train", "--helpfull"], cwd=REPO,
+@pytest.mark.parametrize("module", ["electra_jax.train", "electra_jax.finetune"])
+def test_cli_help_explains_the_flags(module):
+  """--help, not only --helpfull, lists the flags shared through process_flags.py."""
+  result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
-  assert "--workdir" in result.stdout and "--config" in result.stdout
+  for flag in ("--workdir", "--config", "--coordinator_address", "--num_processes",
+               "--process_id"):
+    assert flag in result.stdout, flag
 
 
 def test_objective_chooses_the_masking_probabilities():

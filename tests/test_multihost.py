@@ -1,5 +1,7 @@
 """Processes on localhost join one run; two of them train exactly as one process with all devices.
 
+Pre-training and fine-tuning both.
+
 Each process has 4 simulated CPU devices and joins the others through
 jax.distributed (gloo collectives); the reference is one process with 8. The
 mesh (fsdp 4 x tensor 2) spans both processes, so each holds half of every
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 
+import finetune_helpers
 import flax.serialization
 import jax
 import numpy as np
@@ -187,3 +190,43 @@ def test_sigterm_to_one_process_stops_both_at_one_step_with_a_checkpoint(tmp_pat
   assert stopped[0] == stopped[1] < 1000
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [str(stopped[0])]
   assert not (tmp_path / "run" / "params.msgpack").exists()
+
+
+# ---------------------------------------------------------------------------
+# Fine-tuning together
+# ---------------------------------------------------------------------------
+
+
+def start_finetune(workdir, init, data_dir, devices: int, *flags: str) -> subprocess.Popen:
+  return subprocess.Popen(
+      [sys.executable, "-m", "electra_jax.finetune", "--config=configs/finetune/glue.py",
+       f"--config.init={init}", f"--config.data_dir={data_dir}", f"--workdir={workdir}",
+       "--config.max_seq_length=16", "--config.train.batch_size=8", "--config.train.epochs=2",
+       *flags],
+      cwd=REPO, env=cpu_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_fine_tuning_joins_through_the_same_flags_and_matches_one_process(tmp_path):
+  """Two processes of one device each, joined by --coordinator_address, fine-tune as
+  one process with both devices does; process 0 alone writes the results."""
+  init = finetune_helpers.export_model(tmp_path / "model", num_layers=1)
+  finetune_helpers.write_sst2(tmp_path / "glue", train=48, dev=16)
+  port = free_port()
+  processes = [start_finetune(tmp_path / "one", init, tmp_path / "glue", 2)] + [
+      start_finetune(tmp_path / "two", init, tmp_path / "glue", 1,
+                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                     f"--process_id={i}") for i in range(2)]
+  _, log0, log1 = [err for _, err in finish(processes)]
+  assert "Process 0 of 2 joined" in log0 and "Process 1 of 2 joined" in log1
+  one, two = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two"))
+  assert [h["step"] for h in two["history"]] == [h["step"] for h in one["history"]] == [6, 12]
+  for ours, reference in zip(two["history"], one["history"]):
+    for name, value in reference["metrics"]["dev"].items():
+      np.testing.assert_allclose(ours["metrics"]["dev"][name], value, rtol=1e-4, err_msg=name)
+  train_losses = lambda run: [m["loss"] for m in metrics(tmp_path / run) if m["split"] == "train"]
+  assert len(train_losses("two")) >= 2
+  np.testing.assert_allclose(train_losses("two"), train_losses("one"), rtol=1e-4)
+  read = lambda run: flax.serialization.msgpack_restore(
+      (tmp_path / run / "best" / "params.msgpack").read_bytes())
+  for a, b in zip(jax.tree.leaves(read("two")), jax.tree.leaves(read("one"))):
+    np.testing.assert_allclose(a, b, atol=1e-5)

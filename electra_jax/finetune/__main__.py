@@ -21,8 +21,10 @@ dev predictions of the best epoch) and results.json. --config.random_init=True
 trains the same architecture from random weights instead.
 
 Tasks: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, conll, squad1, squad2.
-Multi-host runs join through the environment (JAX_COORDINATOR_ADDRESS,
-JAX_NUM_PROCESSES, JAX_PROCESS_ID) or the cluster (Cloud TPU, SLURM).
+Multi-host runs find each other by themselves on Cloud TPU VMs and under
+SLURM; elsewhere give --coordinator_address, --num_processes and --process_id
+(or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), as for
+pre-training.
 """
 
 import os
@@ -30,7 +32,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import cli, sharding
+from electra_jax import cli, process_flags, sharding
 from electra_jax.errors import UserError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import checkpoints, trainer
@@ -43,13 +45,14 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None,
     "Directory for this run's outputs (config, metrics, best params and predictions). "
     "Must not hold another run. Default: runs/finetune/<task> under the current directory.")
+flags.adopt_module_key_flags(process_flags)  # --coordinator_address and the rest
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; see --help")
   config = cli.resolved_config(_CONFIG, validate=config_lib.validate)
-  sharding.initialize_distributed()
+  process_flags.join_processes()
   if not sharding.is_primary():
     logging.set_verbosity(logging.WARNING)  # process 0 reports for all
   workdir = _WORKDIR.value or os.path.join("runs", "finetune", config.task)
