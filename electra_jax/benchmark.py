@@ -256,9 +256,10 @@ def print_record(record: dict[str, Any], peak: flops.Peak | None) -> None:
                                    f"{r['tokens_per_s']:,.0f} tokens/s, "
                                    f"{r['flops_per_s']:.3g} FLOP/s, MFU {100 * r['mfu']:.1f}%"))
       if r["kernel_s"] > _KERNEL_SHARE_WORTH_A_NOTE * r["step_s"]:
-        rows.append((f"{name} kernel time", f"{r['kernel_s']:.3f} s per step (mean) in the "
-                     "kernel: page faults on freshly allocated memory, slow on VMs that "
-                     "return freed memory to their host (benchmarks/README.md)"))
+        rows.append((f"{name} kernel time",
+                     f"{r['kernel_s']:.3f} CPU seconds per step (mean, all threads) in the "
+                     "kernel: page faults on freshly allocated memory, slow on VMs that return "
+                     "freed memory to their host (benchmarks/README.md)"))
   if "speedup" in record:
     rows.append(("jax / torch", f"{record['speedup']:.2f}x the tokens/s"))
   width = max(len(label) for label, _ in rows)
