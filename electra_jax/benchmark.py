@@ -34,10 +34,9 @@ import copy
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -80,23 +79,6 @@ _TRACE_TOP = 15  # operations listed
 # Steps that spend more than this share of the median step in the kernel (on average)
 # get a line saying so.
 _KERNEL_SHARE_WORTH_A_NOTE = 0.1
-
-
-def timed_steps(step: Callable[[], float], count: int) -> tuple[list[float], list[float]]:
-  """`count` steps: each one's seconds, and the CPU seconds this process spent in the kernel.
-
-  On a CPU, kernel time is mostly page faults on the memory that XLA allocates
-  afresh for each step. It is small on most hosts, but a VM that hands freed
-  memory back to its host (free page reporting) can make it as long as the
-  step's own work (benchmarks/README.md); this is how a reader of the table
-  tells the two apart.
-  """
-  seconds, kernel_seconds = [], []
-  for _ in range(count):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
-    seconds.append(step())
-    kernel_seconds.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - before)
-  return seconds, kernel_seconds
 
 
 @dataclasses.dataclass
@@ -189,7 +171,7 @@ def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup:
   for name, step in steppers.items():
     for _ in range(warmup):
       step()
-    times[name] = timed_steps(step, steps)
+    times[name] = profiling.timed_steps(step, steps)
   peak = flops.remeasured(peak, config.model.dtype)
   timings = {name: Timing(seconds, kernel_seconds, tokens, model_flops["total"], peak)
              for name, (seconds, kernel_seconds) in times.items()}

@@ -1,6 +1,7 @@
-"""Where a compiled step spends its time: a JAX profiler trace, summed per XLA operation.
+"""Where a compiled step spends its time: the kernel's share, and a JAX profiler trace.
 
-`trace_steps` records a few steps with `jax.profiler` (open the directory in
+`timed_steps` times steps and the CPU time the process spends in the kernel
+during each. `trace_steps` records a few steps with `jax.profiler` (open the directory in
 TensorBoard's profile plugin or the .json.gz in ui.perfetto.dev) and sums the
 time of each XLA operation over them; `summarize` names each operation by the
 model code it came from (the HLO's op_name metadata, layer numbers folded) and
@@ -13,12 +14,30 @@ import gzip
 import json
 import os
 import re
+import resource
 from typing import Callable
 
 import jax
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*$", re.MULTILINE)
 _COMPUTATION = re.compile(r"^%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", re.MULTILINE | re.DOTALL)
+
+
+def timed_steps(step: Callable[[], float], count: int) -> tuple[list[float], list[float]]:
+  """`count` steps: each one's seconds, and the CPU seconds this process spent in the kernel.
+
+  On a CPU, kernel time is mostly page faults on the memory that XLA allocates
+  afresh for each step. It is small on most hosts, but a VM that hands freed
+  memory back to its host (free page reporting) can make it as long as the
+  step's own work (benchmarks/README.md); this is how a reader of the table
+  tells the two apart.
+  """
+  seconds, kernel_seconds = [], []
+  for _ in range(count):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    seconds.append(step())
+    kernel_seconds.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - before)
+  return seconds, kernel_seconds
 
 
 def trace_steps(step: Callable[[], object], steps: int, directory: str) -> dict[str, float]:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 from convert_helpers import random_params, tiny_config
-from electra_jax import benchmark, objective, train_step as train_step_lib
+from electra_jax import objective, profiling, train_step as train_step_lib
 from electra_jax.convert import hf_params
 from electra_jax.models import electra
 
@@ -68,8 +68,8 @@ def test_kernel_time_is_counted_per_step():
     sum(range(200_000))
     return 0.0
 
-  _, faulting = benchmark.timed_steps(touch_fresh_memory, 2)
-  seconds, computing = benchmark.timed_steps(compute, 2)
+  _, faulting = profiling.timed_steps(touch_fresh_memory, 2)
+  seconds, computing = profiling.timed_steps(compute, 2)
   assert len(faulting) == len(computing) == len(seconds) == 2
   assert min(faulting) > 0.01 > max(computing)
 
