@@ -1,11 +1,10 @@
 """Processes on localhost join one run; two of them train exactly as one process with all devices.
 
-Pre-training and fine-tuning both.
-
 Each process has 4 simulated CPU devices and joins the others through
 jax.distributed (gloo collectives); the reference is one process with 8. The
 mesh (fsdp 4 x tensor 2) spans both processes, so each holds half of every
-batch and a share of every parameter.
+batch and a share of every parameter. Fine-tuning joins the same way: two
+processes of one device each against one process of two.
 """
 
 import functools
@@ -207,8 +206,8 @@ def start_finetune(workdir, init, data_dir, devices: int, *flags: str) -> subpro
 
 
 def test_fine_tuning_joins_through_the_same_flags_and_matches_one_process(tmp_path):
-  """Two processes of one device each, joined by --coordinator_address, fine-tune as
-  one process with both devices does; process 0 alone writes the results."""
+  """Fine-tuning too: two processes of one device each, joined by the same flags as
+  pre-training, fine-tune as one process with both devices does."""
   init = finetune_helpers.export_model(tmp_path / "model", num_layers=1)
   finetune_helpers.write_sst2(tmp_path / "glue", train=48, dev=16)
   port = free_port()
