@@ -171,8 +171,9 @@ def einsum_attention(query: jax.Array, key: jax.Array, value: jax.Array,
     # 5x slower with the size-1 dimension than without it.
     weights = jax.nn.softmax(scores[:, 0], axis=-1)[:, None]
   else:
-    # Not reshaped to [batch, heads x queries, keys]: with 4 heads XLA then kept a
-    # second copy of the weights (0.4 GiB more for Small at 8 x 512) and ran 15% slower.
+    # Not reshaped to [batch, heads x queries, keys] as above: with several heads XLA
+    # then kept a second copy of the weights (0.4 GiB more for Small's 4 heads at
+    # 8 x 512) and ran 15% slower.
     weights = jax.nn.softmax(scores, axis=-1)
   weights = dropout(weights.astype(value.dtype))
   return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights, value), 1, 2)
