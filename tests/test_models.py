@@ -182,9 +182,11 @@ def test_layer_norm_equals_flax_layer_norm_and_its_gradient():
     np.testing.assert_allclose(ours, expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("features_in, features_out", [(24, 8), (8, 24), (16, 16)])
+@pytest.mark.parametrize("features_in, features_out",
+                         [(24, 8), (8, 24), (16, 16), (8, 8 * 17), (8 * 17, 8)])
 def test_dense_matmul_and_its_gradients_equal_xlas(features_in, features_out):
-  # Both orientations of the weight gradient (wider input, wider output) and square.
+  # Both orientations of the weight gradient (wider input, wider output), square,
+  # and both again past the width ratio where XLA's own product takes over.
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, features_in))
   params = nn.Dense(features_out).init(jax.random.PRNGKey(1), x)
   weights = jax.random.normal(jax.random.PRNGKey(2), (3, 5, features_out))
@@ -199,10 +201,12 @@ def test_dense_matmul_and_its_gradients_equal_xlas(features_in, features_out):
   assert "optimization_barrier" in str(jax.make_jaxpr(jax.grad(loss(ours)))(params, x))
 
 
-def test_matmul_with_a_transposed_weight_has_xlas_gradients():
-  # Tied output embeddings: the weight is a [vocab, embed] table passed transposed.
+@pytest.mark.parametrize("vocab_size", [40, 8 * 17])
+def test_matmul_with_a_transposed_weight_has_xlas_gradients(vocab_size):
+  # Tied output embeddings: the weight is a [vocab, embed] table passed transposed
+  # (a real vocabulary is far past the width ratio; a small one is not).
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 8))
-  table = jax.random.normal(jax.random.PRNGKey(1), (40, 8))
+  table = jax.random.normal(jax.random.PRNGKey(1), (vocab_size, 8))
   dimensions = (((2,), (0,)), ((), ()))
   loss = lambda dot: lambda x, t: jnp.tanh(dot(x, t.T, dimensions)).sum()
   for ours, xlas in zip(jax.grad(loss(matmul.dot_general), argnums=(0, 1))(x, table),

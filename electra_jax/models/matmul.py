@@ -1,18 +1,20 @@
-"""Dense layers' matmul, with the weight gradient in the orientation a CPU runs fastest.
+"""Dense layers' matmul, with the weight gradient in the form a CPU runs fastest.
 
 Autodiff writes the weight gradient of y = x @ w as x^T @ dy, a product over
-the token axis of both operands. XLA's CPU matmul (YNNPACK) runs that at full
-speed when the result's minor dimension is the wider one, and at half speed
-otherwise, as for the feed-forward's output layer ([1024, 256] in
-ELECTRA-Small): there (dy^T @ x)^T gives the same numbers twice as fast, the
-transpose being a copy of the small [out, in] result. This took 0.11 s off a
-2.8 s ELECTRA-Small step on one CPU core (benchmarks/README.md). The tied output
-embeddings use it too, their [vocab, embed] table passed transposed. GPUs and
-TPUs choose matmul layouts themselves, so there `dot_general` is XLA's own.
+the token axis of both operands. XLA's CPU matmul runs such a product well
+below its speed on a plain row-major product, most of all on one thread: on an
+AVX2 core, 38-41 GFLOP/s for the feed-forward's [256, 1024] and [1024, 256]
+weight gradients of ELECTRA-Small at 32 x 128, against 71-76 once the narrower
+operand is transposed into a copy first (benchmarks/README.md). The tied
+output embeddings use it too, their [vocab, embed] table passed transposed.
+GPUs and TPUs choose matmul layouts themselves, so there `dot_general` is XLA's own.
 """
 
 import jax
 import jax.numpy as jnp
+
+# Above this width ratio a weight gradient keeps XLA's product (see `_weight_gradient`).
+_WIDE_OUTPUT_RATIO = 16
 
 
 @jax.custom_vjp
@@ -28,13 +30,29 @@ def _forward(x, w):
 def _backward(residuals, grad):
   x, w = residuals
   x_rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
-  # The barriers keep XLA from folding a transpose, ours or the caller's (a
-  # tied `w` passed in transposed), back into the product's orientation.
-  if w.shape[0] > w.shape[1]:
-    grad_w = jax.lax.optimization_barrier(jnp.einsum("to,ti->oi", grad_rows, x_rows)).T
-  else:
-    grad_w = jax.lax.optimization_barrier(jnp.einsum("ti,to->io", x_rows, grad_rows))
-  return grad @ w.T, grad_w
+  return grad @ w.T, _weight_gradient(x_rows, grad_rows)
+
+
+def _weight_gradient(x_rows: jax.Array, grad_rows: jax.Array) -> jax.Array:
+  """x^T @ dy [in, out] from [tokens, in] and [tokens, out], as a plain row-major product.
+
+  The narrower of the two is transposed into a copy (a few MB) that becomes the
+  product's left operand, so the product contracts the left's minor axis with
+  the right's major one: YNNPACK's fastest case. Very wide outputs (the tied
+  vocabulary, over `_WIDE_OUTPUT_RATIO` times its input) run faster as XLA's own
+  product over the token axis, with the result's minor axis the wide one. The
+  barriers keep XLA from folding a transpose, ours or the caller's (a tied
+  weight passed in transposed), back into the product.
+  """
+  narrow, wide = sorted((x_rows.shape[1], grad_rows.shape[1]))
+  if wide > _WIDE_OUTPUT_RATIO * narrow:
+    if x_rows.shape[1] > grad_rows.shape[1]:
+      return jax.lax.optimization_barrier(jnp.einsum("to,ti->oi", grad_rows, x_rows)).T
+    return jax.lax.optimization_barrier(jnp.einsum("ti,to->io", x_rows, grad_rows))
+  transposed = lambda rows: jax.lax.optimization_barrier(rows.T)
+  if x_rows.shape[1] > grad_rows.shape[1]:
+    return jax.lax.optimization_barrier(transposed(grad_rows) @ x_rows).T
+  return transposed(x_rows) @ grad_rows
 
 
 matmul.defvjp(_forward, _backward)
