@@ -209,8 +209,8 @@ class TransformerLayer(nn.Module):
     attended = SelfAttention(self.sizes, s, name="attention")(x, attention_mask, deterministic)
     x = s.layer_norm("attention_layer_norm", "hidden")(
         x + dropout(attended, deterministic=deterministic))
-    # The feed-forward runs on the tokens as rows of one matrix: on CPU, XLA then
-    # computes its weight gradients without transposing a copy first (11% faster).
+    # The feed-forward runs on the tokens as rows of one matrix: on CPU the step was
+    # 11% faster than with [batch, length, features] arrays (XLA transposed those).
     rows = x.reshape(-1, x.shape[-1])
     hidden = gelu(s.dense(self.sizes.intermediate_size, "intermediate", ("hidden", "mlp"))(rows))
     hidden = nn.with_logical_constraint(hidden, ("batch", "activation_mlp"))
