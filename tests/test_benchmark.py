@@ -1,6 +1,7 @@
 """The benchmark CLI, and the PyTorch step it compares with computing our step's function."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from convert_helpers import random_params, tiny_config
-from electra_jax import objective, profiling, train_step as train_step_lib
+from electra_jax import objective, onednn, profiling, train_step as train_step_lib
 from electra_jax.convert import hf_params
 from electra_jax.models import electra
 
@@ -46,6 +47,8 @@ def test_benchmark_prints_the_table_and_writes_json(tmp_path):
     assert line in result.stdout
   report = json.loads((tmp_path / "out.json").read_text())
   assert report["environment"]["threads"] == 1
+  if onednn.xla_flags_with_onednn(os.environ) is not None:  # x86, and the tests' runner left it
+    assert f"{onednn.FLAG}=true" in report["environment"]["xla_flags"]
   record, = report["results"]
   assert (record["batch_size"], record["length"]) == (4, 16)
   assert len(record["jax"]["step_seconds"]) == 2 and record["jax"]["tokens_per_s"] > 0
