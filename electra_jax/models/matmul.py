@@ -38,11 +38,12 @@ def _weight_gradient(x_rows: jax.Array, grad_rows: jax.Array) -> jax.Array:
 
   The narrower of the two is transposed into a copy (a few MB) that becomes the
   product's left operand, so the product contracts the left's minor axis with
-  the right's major one: YNNPACK's fastest case. Very wide outputs (the tied
-  vocabulary, over `_WIDE_OUTPUT_RATIO` times its input) run faster as XLA's own
-  product over the token axis, with the result's minor axis the wide one. The
-  barriers keep XLA from folding a transpose, ours or the caller's (a tied
-  weight passed in transposed), back into the product.
+  the right's major one: the fastest case of XLA's CPU matmuls, YNNPACK's and
+  oneDNN's alike. Very wide outputs (the tied vocabulary, over
+  `_WIDE_OUTPUT_RATIO` times its input) run faster as XLA's own product over
+  the token axis, with the result's minor axis the wide one. The barriers keep
+  XLA from folding a transpose, ours or the caller's (a tied weight passed in
+  transposed), back into the product.
   """
   narrow, wide = sorted((x_rows.shape[1], grad_rows.shape[1]))
   if wide > _WIDE_OUTPUT_RATIO * narrow:
