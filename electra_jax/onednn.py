@@ -17,10 +17,15 @@ from typing import Mapping
 FLAG = "--xla_cpu_use_onednn"
 
 
+def runs_on_x86() -> bool:
+  """Whether this machine's CPU is x86-64, the one the flag is turned on for."""
+  return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def xla_flags_with_onednn(environ: Mapping[str, str]) -> str | None:
   """XLA_FLAGS with oneDNN on; None where the user chose already or the CPU is not x86."""
   flags = environ.get("XLA_FLAGS", "")
-  if FLAG in flags or platform.machine().lower() not in ("x86_64", "amd64"):
+  if FLAG in flags or not runs_on_x86():
     return None
   return " ".join(filter(None, [flags, f"{FLAG}=true"]))
 

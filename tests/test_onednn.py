@@ -6,7 +6,7 @@ import pytest
 
 from electra_jax import onednn
 
-x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+x86_only = pytest.mark.skipif(not onednn.runs_on_x86(),
                               reason="oneDNN's matmuls are turned on for x86 CPUs only")
 
 

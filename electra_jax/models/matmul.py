@@ -45,15 +45,16 @@ def _weight_gradient(x_rows: jax.Array, grad_rows: jax.Array) -> jax.Array:
   XLA from folding a transpose, ours or the caller's (a tied weight passed in
   transposed), back into the product.
   """
+  barrier = jax.lax.optimization_barrier
   narrow, wide = sorted((x_rows.shape[1], grad_rows.shape[1]))
+  input_is_wider = x_rows.shape[1] > grad_rows.shape[1]
   if wide > _WIDE_OUTPUT_RATIO * narrow:
-    if x_rows.shape[1] > grad_rows.shape[1]:
-      return jax.lax.optimization_barrier(jnp.einsum("to,ti->oi", grad_rows, x_rows)).T
-    return jax.lax.optimization_barrier(jnp.einsum("ti,to->io", x_rows, grad_rows))
-  transposed = lambda rows: jax.lax.optimization_barrier(rows.T)
-  if x_rows.shape[1] > grad_rows.shape[1]:
-    return jax.lax.optimization_barrier(transposed(grad_rows) @ x_rows).T
-  return transposed(x_rows) @ grad_rows
+    if input_is_wider:
+      return barrier(jnp.einsum("to,ti->oi", grad_rows, x_rows)).T
+    return barrier(jnp.einsum("ti,to->io", x_rows, grad_rows))
+  if input_is_wider:
+    return barrier(barrier(grad_rows.T) @ x_rows).T
+  return barrier(x_rows.T) @ grad_rows
 
 
 matmul.defvjp(_forward, _backward)
