@@ -19,6 +19,8 @@ that XLA plans for the step, and the process's time in the kernel per step
                     ours, and prints the tokens/s ratio (needs torch and
                     transformers: pip install -e ".[hf]")
   --threads=N       pins the process to N cores; XLA and torch then use N threads
+  --cpu_devices=N   splits the CPU into N JAX devices that share the batch (data
+                    parallelism across cores; the torch step stays one process)
   --batch_sizes=8,32 --lengths=128,512   a table over these shapes (overriding
                     train.batch_size and data.max_seq_length), e.g. for scaling
   --json=PATH       also writes the results as JSON
@@ -44,7 +46,8 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import cli, flops, huge_pages, profiling, sharding, torch_reference
+from electra_jax import (cli, flops, huge_pages, process_flags, profiling, sharding,
+                         torch_reference)
 from electra_jax import config as config_lib
 from electra_jax import train_step as train_step_lib
 from electra_jax.errors import UserError
@@ -75,6 +78,7 @@ _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON f
 _TRACE_DIR = flags.DEFINE_string(
     "trace_dir", None, "Also profile 2 of our steps into this directory and print where "
     "their time goes.")
+flags.declare_key_flag("cpu_devices")  # process_flags.py's, listed in --help
 _TRACE_TOP = 15  # operations listed
 # Steps that spend more than this share of the median step in the kernel (on average)
 # get a line saying so.
@@ -284,6 +288,7 @@ def main(argv: list[str]) -> None:
   if _STEPS.value < 1 or _WARMUP.value < 0:
     raise UserError("--steps must be at least 1 and --warmup at least 0")
   threads = pin_threads(_THREADS.value)  # before JAX starts its thread pools
+  process_flags.split_cpu()  # and its devices
   if _COMPARE.value == "torch":
     torch, _ = torch_reference.import_torch()
     torch.set_num_threads(threads)

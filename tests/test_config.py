@@ -76,7 +76,7 @@ def test_cli_help_explains_the_flags(module):
   result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
   for flag in ("--workdir", "--config", "--coordinator_address", "--num_processes",
-               "--process_id"):
+               "--process_id", "--cpu_devices"):
     assert flag in result.stdout, flag
 
 
