@@ -60,7 +60,6 @@ def test_benchmark_prints_the_table_and_writes_json(tmp_path):
     assert record["speedup"] == pytest.approx(record["torch"]["step_s"] / record["jax"]["step_s"])
 
 
-
 def test_cpu_devices_share_the_benchmarks_batch(tmp_path):
   result = run_benchmark(*TINY_SHAPE, "--steps=1", "--warmup=0", "--cpu_devices=2",
                          f"--json={tmp_path / 'out.json'}")
@@ -68,6 +67,7 @@ def test_cpu_devices_share_the_benchmarks_batch(tmp_path):
   report = json.loads((tmp_path / "out.json").read_text())
   assert report["environment"]["device"] == "2 x cpu"
   assert report["results"][0]["jax"]["tokens_per_s"] > 0
+
 
 def test_kernel_time_is_counted_per_step():
   """A step that faults in fresh memory spends time in the kernel; one that only
