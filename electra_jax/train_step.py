@@ -97,6 +97,23 @@ def gradients(apply_fn: Callable, params: Any, batch: Batch, key: jax.Array,
   return totals
 
 
+def update_if(condition: jax.Array, update: Callable[[Any, Any], tuple[Any, Any]],
+              params: Any, opt_state: Any, branch: bool) -> tuple[Any, Any]:
+  """`update(params, opt_state)` where `condition` holds, the two unchanged where not.
+
+  `branch` runs the update inside a `lax.cond`, the fastest form on a CPU: with
+  a `where` between new and old, the old moments are still read once the new
+  ones are written, and XLA's CPU code copied every moment first to update it
+  in place (808 copies per step for ELECTRA-Small; for Base 880 MB, 0.5 GiB more
+  memory and a 3% slower step). Elsewhere the `where` stays: a `cond` there may
+  wait on the host for its predicate, which no GPU was at hand to measure.
+  """
+  if branch:
+    return jax.lax.cond(condition, update, lambda *unchanged: unchanged, params, opt_state)
+  return jax.tree.map(lambda new, old: jnp.where(condition, new, old),
+                      update(params, opt_state), (params, opt_state))
+
+
 def make_train_step(model: electra.Pretrainer, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, settings: objective.ObjectiveSettings,
                     state_shardings: Any, batch_sharding: NamedSharding,
@@ -111,14 +128,17 @@ def make_train_step(model: electra.Pretrainer, optimizer: optax.GradientTransfor
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(state.rng, state.step)
     grads, stats = gradients(model.apply, state.params, batch, key, settings, grad_accum_steps)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     stats = dict(stats, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+
+    def update(params, opt_state):
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
     # A NaN or Inf loss or gradient leaves parameters and moments as they were; the
     # loop reads it from the statistics and acts as `train.on_nonfinite` says.
     finite = jnp.isfinite(stats["loss"]) & jnp.isfinite(stats["grad_norm"])
-    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                     (params, opt_state), (state.params, state.opt_state))
+    params, opt_state = update_if(finite, update, state.params, state.opt_state,
+                                  branch=jax.default_backend() == "cpu")
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
 
   replicated = sharding.replicated(batch_sharding.mesh)

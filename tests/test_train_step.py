@@ -1,5 +1,7 @@
 """The optimizer, the schedule and the compiled train step."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,6 +90,38 @@ def test_same_seed_same_run_and_other_seed_other_run():
   config.train.seed = 1
   _, c = run_steps(config, 3)
   assert [h["loss"] for h in a] != [h["loss"] for h in c]
+
+
+@pytest.mark.parametrize("branch", [True, False])
+def test_update_if_updates_or_leaves_both_as_they_were(branch):
+  params, opt_state = {"w": jnp.arange(3.0)}, {"mu": jnp.ones(3)}
+  update = lambda p, o: (jax.tree.map(lambda x: x + 1, p), jax.tree.map(lambda x: x * 2, o))
+  step = jax.jit(lambda condition: train_step_lib.update_if(condition, update, params,
+                                                             opt_state, branch))
+  (new_params, new_state), (kept_params, kept_state) = step(True), step(False)
+  np.testing.assert_array_equal(new_params["w"], [1, 2, 3])
+  np.testing.assert_array_equal(new_state["mu"], [2, 2, 2])
+  np.testing.assert_array_equal(kept_params["w"], params["w"])
+  np.testing.assert_array_equal(kept_state["mu"], opt_state["mu"])
+
+
+def test_cpu_step_updates_the_state_in_place():
+  """The donated state's arrays are updated where they lie, not copied first.
+
+  With the non-finite guard as a `where`, XLA copied every Adam moment each step.
+  """
+  training, _, _ = compile_for_one_device(small_config(), toy_batch())
+  hlo = training.train_step.as_text()
+  donated = {int(n) for n in re.findall(r"\(\s*(\d+), \{\}, may-alias\)", hlo)}
+  entry = hlo[hlo.index("\nENTRY"):]
+  sizes = {name: int(np.prod([int(d) for d in dims.split(",") if d]))
+           for name, dims, number in re.findall(
+               r"%([\w.\-]+) = \w+\[([\d,]*)\]\S* parameter\((\d+)\)", entry)
+           if int(number) in donated}
+  assert len(sizes) > 100  # the parameters and both Adam moments of every one
+  copied = {name: sizes[name] for name in re.findall(r" copy\(%([\w.\-]+)\)", entry)
+            if name in sizes}
+  assert all(size <= 1 for size in copied.values()), copied  # scalars only: the step counter
 
 
 def test_gradient_clipping_at_global_norm():
