@@ -139,7 +139,7 @@ def make_train_step(model: electra.Pretrainer, optimizer: optax.GradientTransfor
     # loop reads it from the statistics and acts as `train.on_nonfinite` says.
     finite = jnp.isfinite(stats["loss"]) & jnp.isfinite(stats["grad_norm"])
     params, opt_state = update_if(finite, update, state.params, state.opt_state,
-                                  branch=jax.default_backend() == "cpu")
+                                  branch=batch_sharding.mesh.devices.flat[0].platform == "cpu")
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
 
   replicated = sharding.replicated(batch_sharding.mesh)
