@@ -147,6 +147,31 @@ def test_dot_product_attention_equals_the_written_out_attention():
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
+@pytest.mark.parametrize("slices", [2, 3, 4])  # 4 does not divide the batch of 6
+def test_attention_in_batch_slices_equals_attention_in_one_piece(slices):
+  rng = np.random.default_rng(0)
+  query, key, value = (jnp.asarray(rng.normal(size=(6, 8, 2, 4)), jnp.float32) for _ in range(3))
+  attention_mask = jnp.asarray(rng.random((6, 8)) > 0.3)
+  attend = lambda *inputs: encoder.einsum_attention(*inputs, lambda weights: weights)
+  np.testing.assert_allclose(
+      encoder.in_batch_slices(attend, slices, query, key, value, attention_mask),
+      attend(query, key, value, attention_mask), rtol=1e-6, atol=1e-6)
+
+
+def test_attention_slices_draw_their_own_dropout_masks():
+  """Rows 0 and 1, alike, fall in different slices on CPU: with one mask for both,
+  their outputs would be equal."""
+  assert jax.default_backend() != "cpu" or encoder.CPU_ATTENTION_SLICES == 2
+  _, model, params = tiny_setup(model__dropout_rate=0.0, model__attention_dropout_rate=0.5)
+  ids = jnp.tile(batch()["input_ids"][1:2], (4, 1))
+  logits = model.apply({"params": params}, ids, jnp.zeros_like(ids), False,
+                       rngs={"dropout": jax.random.PRNGKey(0)}, method="discriminator_logits")
+  assert not np.allclose(logits[0], logits[1])
+  deterministic = model.apply({"params": params}, ids, jnp.zeros_like(ids), True,
+                              method="discriminator_logits")
+  np.testing.assert_allclose(deterministic[0], deterministic[1], rtol=1e-6)
+
+
 def test_dropout_masks_are_uniform_independent_and_follow_the_key():
   shape = (16, 4, 128, 128)
   mask = np.asarray(keep_mask(jax.random.PRNGKey(0), shape, 0.1))
