@@ -190,9 +190,10 @@ def in_batch_slices(attend: Callable[..., jax.Array], slices: int,
   batch in two slices, the two halves' products and softmaxes each take a core.
   ELECTRA-Small's step at 32 x 128 on two cores took 2.277 s against 2.359 s in
   one piece (benchmarks/README.md).
-  Row i goes to slice i mod `slices`, so a data-parallel device keeps its own
-  rows. Each slice draws its own dropout masks. A batch that does not divide
-  runs in one piece.
+
+  Row i goes to slice i mod `slices`, so a data-parallel device whose share of
+  the batch divides keeps its own rows. Each slice draws its own dropout masks.
+  A batch that does not divide runs in one piece.
   """
   batch = inputs[0].shape[0]
   if slices == 1 or batch % slices:
