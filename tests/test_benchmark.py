@@ -60,6 +60,7 @@ def test_benchmark_prints_the_table_and_writes_json(tmp_path):
     assert record["speedup"] == pytest.approx(record["torch"]["step_s"] / record["jax"]["step_s"])
 
 
+@pytest.mark.slow  # ~23 s; test_sharding's --cpu_devices test covers the split in CI
 def test_cpu_devices_share_the_benchmarks_batch(tmp_path):
   result = run_benchmark(*TINY_SHAPE, "--steps=1", "--warmup=0", "--cpu_devices=2",
                          f"--json={tmp_path / 'out.json'}")

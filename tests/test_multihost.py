@@ -205,6 +205,7 @@ def start_finetune(workdir, init, data_dir, devices: int, *flags: str) -> subpro
       cwd=REPO, env=cpu_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # ~20 s; pre-training's two-process test covers the same flags in CI
 def test_fine_tuning_joins_through_the_same_flags_and_matches_one_process(tmp_path):
   """Fine-tuning too: two processes of one device each, joined by the same flags as
   pre-training, fine-tune as one process with both devices does."""
