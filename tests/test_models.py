@@ -1,5 +1,8 @@
 """Model shapes, parameter counts and the sharing of embeddings between networks."""
 
+import functools
+import itertools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -158,18 +161,62 @@ def test_attention_in_batch_slices_equals_attention_in_one_piece(slices):
       attend(query, key, value, attention_mask), rtol=1e-6, atol=1e-6)
 
 
-def test_attention_slices_draw_their_own_dropout_masks():
-  """Rows 0 and 1, alike, fall in different slices on CPU: with one mask for both,
-  their outputs would be equal."""
-  assert jax.default_backend() != "cpu" or encoder.CPU_ATTENTION_SLICES == 2
+def test_batch_slices_draw_their_own_dropout_masks(monkeypatch):
+  """On CPU row i runs in the layers' slice i mod 2 and, in there, in attention's
+  slice i // 2 mod 2: each of 4 alike rows comes first in its slice of attention,
+  so with one mask for all slices they would come out equal. (Attention's dropout
+  alone: the embeddings' would tell the rows apart before the layers.)"""
+  assert jax.default_backend() != "cpu" or encoder.CPU_BATCH_SLICES == 2
+  monkeypatch.setattr(encoder, "MIN_TOKENS_PER_LAYER_SLICE", 1)
   _, model, params = tiny_setup(model__dropout_rate=0.0, model__attention_dropout_rate=0.5)
   ids = jnp.tile(batch()["input_ids"][1:2], (4, 1))
   logits = model.apply({"params": params}, ids, jnp.zeros_like(ids), False,
                        rngs={"dropout": jax.random.PRNGKey(0)}, method="discriminator_logits")
-  assert not np.allclose(logits[0], logits[1])
+  for i, j in itertools.combinations(range(4), 2):
+    assert not np.allclose(logits[i], logits[j]), (i, j)
   deterministic = model.apply({"params": params}, ids, jnp.zeros_like(ids), True,
                               method="discriminator_logits")
-  np.testing.assert_allclose(deterministic[0], deterministic[1], rtol=1e-6)
+  np.testing.assert_allclose(deterministic, np.broadcast_to(deterministic[0], deterministic.shape),
+                             rtol=1e-6)
+
+
+def test_layers_in_batch_slices_give_the_outputs_and_gradients_of_one_piece(monkeypatch):
+  monkeypatch.setattr(encoder, "MIN_TOKENS_PER_LAYER_SLICE", 1)
+  _, model, params = tiny_setup()
+  inputs = batch()
+
+  def outputs_and_gradients():
+    def total(params):
+      logits = model.apply({"params": params}, inputs["input_ids"], inputs["token_type_ids"],
+                           True, method="discriminator_logits")
+      return jnp.sum(logits * jnp.arange(logits.size).reshape(logits.shape) / logits.size), logits
+    return jax.grad(total, has_aux=True)(params)
+
+  sliced_gradients, sliced = outputs_and_gradients()
+  monkeypatch.setattr(encoder, "CPU_BATCH_SLICES", 1)
+  whole_gradients, whole = outputs_and_gradients()
+  np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               sliced_gradients, whole_gradients)
+
+
+def test_layers_run_in_slices_only_when_each_holds_enough_tokens(monkeypatch):
+  _, model, params = tiny_setup()
+  inputs = batch()  # 4 x 16 tokens
+
+  def products() -> int:
+    logits = jax.jit(functools.partial(model.apply, method="discriminator_logits"),
+                     static_argnums=3)
+    return logits.lower({"params": params}, inputs["input_ids"], inputs["token_type_ids"],
+                        True).as_text().count("dot_general")
+
+  whole = products()
+  monkeypatch.setattr(encoder, "MIN_TOKENS_PER_LAYER_SLICE", 32)
+  sliced = products()
+  monkeypatch.setattr(encoder, "MIN_TOKENS_PER_LAYER_SLICE", 33)  # 64 tokens make 2 slices of 32
+  assert products() == whole
+  # Sliced, each layer's products appear once per slice (on CPU only).
+  assert sliced > whole if jax.default_backend() == "cpu" else sliced == whole
 
 
 def test_dropout_masks_are_uniform_independent_and_follow_the_key():

@@ -168,8 +168,7 @@ class SelfAttention(nn.Module):
       dropout = Dropout(s.attention_dropout_rate)
       attend = lambda *inputs: einsum_attention(
           *inputs, lambda w: dropout(w, deterministic=deterministic))
-      slices = CPU_ATTENTION_SLICES if jax.default_backend() == "cpu" else 1
-      context = in_batch_slices(attend, slices, query, key, value, attention_mask)
+      context = in_batch_slices(attend, cpu_batch_slices(), query, key, value, attention_mask)
     context = nn.with_logical_constraint(context, ACTIVATION_HEADS)
     return nn.Einsum((heads, head_dim, self.sizes.hidden_size), "blhk,hkd->bld", dtype=s.dtype,
                      kernel_init=s.kernel_init("heads", "kv", "hidden"),
@@ -177,19 +176,33 @@ class SelfAttention(nn.Module):
                      name="output")(context)
 
 
-# On CPU, attention runs on this many slices of the batch side by side (see below).
-CPU_ATTENTION_SLICES = 2
+# On CPU, attention runs on this many slices of the batch side by side, and so do
+# the layers when each slice holds MIN_TOKENS_PER_LAYER_SLICE tokens (attention
+# within each layer then cuts its slice again; see `in_batch_slices`).
+CPU_BATCH_SLICES = 2
+# Each slice of the layers is one more copy of them for XLA to compile (ELECTRA-Small
+# 34 -> 69 s): below this many tokens a slice gains too little to repay it.
+# Measured on two cores: 2,048 tokens a slice (Small and tiny at 32 x 128) 2-5%
+# faster steps, 512 (Base at 8 x 128) no faster.
+MIN_TOKENS_PER_LAYER_SLICE = 2048
 
 
-def in_batch_slices(attend: Callable[..., jax.Array], slices: int,
+def cpu_batch_slices() -> int:
+  """How many slices of the batch `in_batch_slices` cuts: CPU_BATCH_SLICES on CPU, else 1."""
+  return CPU_BATCH_SLICES if jax.default_backend() == "cpu" else 1
+
+
+def in_batch_slices(compute: Callable[..., jax.Array], slices: int,
                     *inputs: jax.Array) -> jax.Array:
-  """`attend(*inputs)` computed on `slices` slices of the batch apart, put back together.
+  """`compute(*inputs)` on `slices` slices of the batch apart, put back together.
 
-  XLA's CPU runtime runs each of attention's batched products on one core
-  whatever the threads, but runs independent operations side by side: with the
-  batch in two slices, the two halves' products and softmaxes each take a core.
-  ELECTRA-Small's step at 32 x 128 on two cores took 2.277 s against 2.359 s in
-  one piece (benchmarks/README.md).
+  XLA's CPU runtime runs each of attention's batched products, and most
+  reductions, on one core whatever the threads, but runs independent
+  operations side by side: with the batch in slices, the slices' products,
+  softmaxes and LayerNorms each take a core. On two cores, ELECTRA-Small's step
+  at 32 x 128 took 2.359 s with attention in one piece and 2.277 s in two
+  slices; with the layers in two slices as well, each cutting its attention
+  in two again, 2.354 -> 2.307 s and 2.381 -> 2.298 s (benchmarks/README.md).
 
   Row i goes to slice i mod `slices`, so a data-parallel device whose share of
   the batch divides keeps its own rows. Each slice draws its own dropout masks.
@@ -197,8 +210,8 @@ def in_batch_slices(attend: Callable[..., jax.Array], slices: int,
   """
   batch = inputs[0].shape[0]
   if slices == 1 or batch % slices:
-    return attend(*inputs)
-  parts = [attend(*(x.reshape(batch // slices, slices, *x.shape[1:])[:, i] for x in inputs))
+    return compute(*inputs)
+  parts = [compute(*(x.reshape(batch // slices, slices, *x.shape[1:])[:, i] for x in inputs))
            for i in range(slices)]
   return jnp.stack(parts, axis=1).reshape(batch, *parts[0].shape[1:])
 
@@ -276,6 +289,8 @@ class Encoder(nn.Module):
 
   The projection exists only when the embedding size differs from the hidden
   size (ELECTRA's factorized embeddings), so its parameters match the original.
+  On CPU, large batches run the layers on slices of the batch side by side
+  (`in_batch_slices`).
   """
 
   sizes: EncoderSizes
@@ -293,9 +308,18 @@ class Encoder(nn.Module):
       # Argument 3 (counting the module) is `deterministic`, a Python bool.
       layer = nn.remat(TransformerLayer, static_argnums=(3,),
                        policy=REMAT_POLICIES[self.settings.remat])
-    for i in range(self.sizes.num_layers):
-      x = layer(self.sizes, self.settings, name=f"layer_{i}")(x, attention_mask, deterministic)
-    return x
+    layers = [layer(self.sizes, self.settings, name=f"layer_{i}")
+              for i in range(self.sizes.num_layers)]
+
+    def run_layers(x: jax.Array, attention_mask: jax.Array) -> jax.Array:
+      for each in layers:
+        x = each(x, attention_mask, deterministic)
+      return x
+
+    slices = cpu_batch_slices()
+    if x.shape[0] * x.shape[1] < slices * MIN_TOKENS_PER_LAYER_SLICE:
+      slices = 1
+    return in_batch_slices(run_layers, slices, x, attention_mask)
 
 
 class SharedEmbeddings(nn.Module):
