@@ -182,8 +182,9 @@ class SelfAttention(nn.Module):
 CPU_BATCH_SLICES = 2
 # Each slice of the layers is one more copy of them for XLA to compile (ELECTRA-Small
 # 34 -> 69 s): below this many tokens a slice gains too little to repay it.
-# Measured on two cores: 2,048 tokens a slice (Small and tiny at 32 x 128) 2-5%
-# faster steps, 512 (Base at 8 x 128) no faster.
+# Measured on two cores: Small at 32 x 128 (2,048 tokens a slice) and 128 x 128 2%
+# faster steps, tiny at 32 x 128 5%; Small at 8 x 512 (2,048) and Base at 8 x 128
+# (512) neither faster nor slower.
 MIN_TOKENS_PER_LAYER_SLICE = 2048
 
 
