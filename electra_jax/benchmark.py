@@ -46,10 +46,10 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import (cli, flops, huge_pages, process_flags, profiling, sharding,
-                         torch_reference)
+from electra_jax import cli, flops, process_flags, profiling, sharding, torch_reference
 from electra_jax import config as config_lib
 from electra_jax import train_step as train_step_lib
+from electra_jax.cpu import huge_pages
 from electra_jax.errors import UserError
 from electra_jax.fileio import atomic_write
 

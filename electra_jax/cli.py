@@ -1,5 +1,5 @@
-"""What every `python -m electra_jax.<verb>` shares: flag parsing, error reporting, huge
-pages and oneDNN's matmuls on CPU.
+"""What every `python -m electra_jax.<verb>` shares: flag parsing, error reporting, and the
+process settings of a run on the CPU.
 
 Mistakes in flags or config values end in one line naming the field and exit
 code 2; other user errors (missing corpus, unwritable workdir) in one line and
@@ -14,7 +14,7 @@ import ml_collections
 from absl import app, flags
 
 from electra_jax import config as config_lib
-from electra_jax import huge_pages, onednn
+from electra_jax.cpu import process as cpu_process
 from electra_jax.errors import ConfigError, UserError
 
 
@@ -67,11 +67,10 @@ def resolved_config(config_flag: flags.FlagHolder,
 def run(main: Callable[[list[str]], None]) -> None:
   """`app.run(main)` with one-line errors for flags, config and user input.
 
-  First turns on oneDNN's CPU matmuls (onednn.py) and restarts the process with
-  huge pages for large allocations (huge_pages.py).
+  First, for a run on the CPU, turns on oneDNN's matmuls and restarts the
+  process with huge pages for large allocations (electra_jax/cpu/process.py).
   """
-  onednn.use_onednn()
-  huge_pages.restart_with_huge_pages()
+  cpu_process.apply_settings()
 
   def guarded_main(argv: list[str]) -> None:
     try:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from electra_jax import config as config_lib
+from electra_jax import target
 
 # Per JAX device, (bfloat16, float32) FLOP/s. float32 matmuls at JAX's default
 # precision run as TF32 on NVIDIA Ampere and newer, and as bfloat16 passes on TPU.
@@ -107,8 +108,8 @@ def peak_flops(dtype: str, devices: list[jax.Device] | None = None) -> Peak | No
   On CPU the devices share the host's cores, so the peak is the host's,
   measured (`measure_matmul_flops`), however many devices it is split into.
   """
-  devices = devices or jax.devices()
-  if devices[0].platform == "cpu":
+  devices = list(devices or jax.devices())
+  if target.platform_of(devices) == "cpu":
     return Peak(measure_matmul_flops(dtype), f"measured: best of {dtype} matmuls on this CPU")
   kind = devices[0].device_kind
   for name, bf16, fp32 in DEVICE_PEAKS:

@@ -286,29 +286,8 @@ def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding,
 
 
 # ---------------------------------------------------------------------------
-# What a compiled step costs
+# Devices
 # ---------------------------------------------------------------------------
-
-
-def compiled_cost(compiled: jax.stages.Compiled, num_devices: int) -> dict[str, float]:
-  """XLA's own account of a compiled step: FLOPs and bytes per device.
-
-  `flops` counts the whole step over all devices (XLA reports the per-device
-  program; replicated work is counted on every device). `peak_bytes` is what a
-  device holds at once: inputs, outputs not aliased to donated inputs, and
-  temporaries.
-  """
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per program
-  memory = compiled.memory_analysis()
-  flops_per_device = float(cost.get("flops", float("nan")))
-  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes -
-          memory.alias_size_in_bytes + memory.temp_size_in_bytes)
-  return dict(flops=flops_per_device * num_devices, flops_per_device=flops_per_device,
-              argument_bytes=memory.argument_size_in_bytes,
-              output_bytes=memory.output_size_in_bytes,
-              alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
-              peak_bytes=peak)
 
 
 def device_memory_bytes() -> int | None:

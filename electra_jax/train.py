@@ -242,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   as if the run had not stopped; SIGTERM saves at the next step boundary and
   returns {} (run the same command again to continue). With `train.dry_run`,
   compiles the step, reports its cost and returns that instead
-  (sharding.compiled_cost), without reading data or writing anything.
+  (program_cost.compiled_cost), without reading data or writing anything.
   """
   t = config.train
   log_parameter_counts(config)
@@ -269,7 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   training = train_step_lib.compile_training(config, mesh)
   log_compiled(training, mesh)
-  model_flops, peak = flops.step_flops(config), flops.peak_flops(config.model.dtype)
+  model_flops = flops.step_flops(config)
+  peak = flops.peak_flops(config.model.dtype, list(mesh.devices.flat))
   logging.info("%s; peak %s", flops.describe(model_flops), flops.describe_peak(peak))
   eval_step = train_step_lib.compile_eval_step(config, mesh, training.abstract_state.params)
   if primary:

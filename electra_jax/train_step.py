@@ -19,7 +19,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from electra_jax import config as config_lib
-from electra_jax import objective, optim, sharding
+from electra_jax import objective, optim, program_cost, sharding, target
 from electra_jax.models import electra
 
 Batch = dict[str, jax.Array]
@@ -97,33 +97,16 @@ def gradients(apply_fn: Callable, params: Any, batch: Batch, key: jax.Array,
   return totals
 
 
-def update_if(condition: jax.Array, update: Callable[[Any, Any], tuple[Any, Any]],
-              params: Any, opt_state: Any, branch: bool) -> tuple[Any, Any]:
-  """`update(params, opt_state)` where `condition` holds, the two unchanged where not.
-
-  `branch` runs the update inside a `lax.cond`, the fastest form on a CPU: with
-  a `where` between new and old, the old moments are still read once the new
-  ones are written, and XLA's CPU code copied every moment first to update it
-  in place: 808 arrays and 114 MB per step for ELECTRA-Small; for Base 955 MB,
-  0.5 GiB more memory and a 3% slower step. Elsewhere the `where` stays: a
-  `cond` there may wait on the host for its predicate, which no GPU was at hand
-  to measure.
-  """
-  if branch:
-    return jax.lax.cond(condition, update, lambda *unchanged: unchanged, params, opt_state)
-  return jax.tree.map(lambda new, old: jnp.where(condition, new, old),
-                      update(params, opt_state), (params, opt_state))
-
-
 def make_train_step(model: electra.Pretrainer, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, settings: objective.ObjectiveSettings,
                     state_shardings: Any, batch_sharding: NamedSharding,
-                    grad_accum_steps: int = 1
+                    update_if: target.UpdateIf, grad_accum_steps: int = 1
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """One jitted update; the old state's buffers are donated to the new one.
 
   The state keeps `state_shardings`; the statistics come back replicated, so
-  that every process can read them.
+  that every process can read them. `update_if` is the target's form of the
+  update on a finite step (target.py).
   """
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
@@ -138,8 +121,7 @@ def make_train_step(model: electra.Pretrainer, optimizer: optax.GradientTransfor
     # A NaN or Inf loss or gradient leaves parameters and moments as they were; the
     # loop reads it from the statistics and acts as `train.on_nonfinite` says.
     finite = jnp.isfinite(stats["loss"]) & jnp.isfinite(stats["grad_norm"])
-    params, opt_state = update_if(finite, update, state.params, state.opt_state,
-                                  branch=batch_sharding.mesh.devices.flat[0].platform == "cpu")
+    params, opt_state = update_if(finite, update, state.params, state.opt_state)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
 
   replicated = sharding.replicated(batch_sharding.mesh)
@@ -173,7 +155,7 @@ class CompiledTraining(NamedTuple):
   train_step: Callable[[TrainState, Batch], tuple[TrainState, dict]]
   abstract_state: TrainState  # shapes, dtypes and shardings of the state
   batch_sharding: NamedSharding
-  cost: dict[str, float]  # FLOPs and bytes per device of one step (sharding.compiled_cost)
+  cost: dict[str, float]  # FLOPs and bytes per device of one step (program_cost.compiled_cost)
   compile_seconds: float
 
 
@@ -184,7 +166,8 @@ def compile_training(config: ml_collections.ConfigDict, mesh: Mesh) -> CompiledT
   this machine still compiles and reports what it would need (`train.dry_run`).
   """
   start = time.perf_counter()
-  model = electra.build_pretrainer(config)
+  choices = target.choices(mesh.devices.flat, config.model.dtype)
+  model = electra.build_pretrainer(config, choices.ops)
   optimizer = optim.build_optimizer(config)
   rules = sharding.axis_rules(config.mesh)
   init = functools.partial(create_train_state, config, model, optimizer)
@@ -193,13 +176,13 @@ def compile_training(config: ml_collections.ConfigDict, mesh: Mesh) -> CompiledT
                                            config.train.grad_accum_steps)
   train_step = make_train_step(model, optimizer, optim.learning_rate_schedule(config),
                                objective_settings(config), state_shardings, batch_sharding,
-                               config.train.grad_accum_steps)
+                               choices.update_if, config.train.grad_accum_steps)
   with sharding.activate(mesh, rules):  # tracing applies the model's activation constraints
     train_step = train_step.lower(state, _abstract_batch(config, batch_sharding)).compile()
   return CompiledTraining(
       init_state=sharding.sharded_initializer(init, state_shardings), train_step=train_step,
       abstract_state=state, batch_sharding=batch_sharding,
-      cost=sharding.compiled_cost(train_step, mesh.size),
+      cost=program_cost.compiled_cost(train_step, mesh.size),
       compile_seconds=time.perf_counter() - start)
 
 
@@ -218,7 +201,8 @@ def abstract_train_state(config: ml_collections.ConfigDict, mesh: Mesh,
 def compile_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, abstract_params: Any
                       ) -> Callable[[Any, Batch, jax.Array], tuple[dict, dict]]:
   """Compiles the eval step for parameters laid out as `abstract_params` say."""
-  model = electra.build_pretrainer(config)
+  model = electra.build_pretrainer(config,
+                                   target.choices(mesh.devices.flat, config.model.dtype).ops)
   rules = sharding.axis_rules(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh, config.train.batch_size)
   param_shardings = jax.tree.map(lambda x: x.sharding, abstract_params)

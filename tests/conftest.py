@@ -19,8 +19,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 # The CLIs restart themselves with huge pages unless GLIBC_TUNABLES already names
-# the tunable (electra_jax/huge_pages.py). Naming it here spares each of the suite's
-# CLI subprocesses that restart; tests/test_huge_pages.py checks the restart itself.
+# the tunable (electra_jax/cpu/huge_pages.py). Naming it here spares each of the suite's
+# CLI subprocesses that restart; tests/test_cpu_process.py checks the restart itself.
 os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import REPO
 from convert_helpers import random_params, tiny_config
-from electra_jax import objective, onednn, profiling, train_step as train_step_lib
+from electra_jax import objective, profiling, train_step as train_step_lib
+from electra_jax.cpu import onednn
 from electra_jax.convert import hf_params
 from electra_jax.models import electra
 

@@ -1,20 +1,16 @@
 """Model shapes, parameter counts and the sharing of embeddings between networks."""
 
-import functools
-import itertools
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import load_config
+from model_helpers import batch, tiny_setup
 from test_train_step import run_steps, small_config
 from electra_jax import objective, train_step as train_step_lib
-from electra_jax.models import electra, encoder, matmul
+from electra_jax.models import electra
 from electra_jax.models.dropout import keep_mask
-from electra_jax.models.layer_norm import LayerNorm
 
 
 def test_small_matches_electra_small_parameter_counts():
@@ -26,25 +22,6 @@ def test_small_matches_electra_small_parameter_counts():
 @pytest.mark.parametrize("name, discriminator", [("base", 109_483_009), ("large", 335_142_913)])
 def test_base_and_large_sizes(name, discriminator):
   assert electra.parameter_counts(load_config(name))["discriminator"] == discriminator
-
-
-def tiny_setup(**overrides):
-  config = load_config("tiny")
-  config.model.vocab_size = 64
-  config.data.max_seq_length = 16
-  for key, value in overrides.items():
-    section, field = key.split("__")
-    config[section][field] = value
-  model = electra.build_pretrainer(config)
-  params = electra.init_params(model, jax.random.PRNGKey(0), 16, 3)
-  return config, model, params
-
-
-def batch(vocab=64, batch_size=4, length=16, seed=0):
-  ids = np.random.default_rng(seed).integers(5, vocab, size=(batch_size, length))
-  ids[:, 0], ids[:, -1], ids[0, 10:] = 2, 3, 0
-  return {"input_ids": jnp.asarray(ids, jnp.int32),
-          "token_type_ids": jnp.zeros((batch_size, length), jnp.int32)}
 
 
 def test_one_set_of_embeddings_serves_both_networks():
@@ -150,75 +127,6 @@ def test_dot_product_attention_equals_the_written_out_attention():
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
-@pytest.mark.parametrize("slices", [2, 3, 4])  # 4 does not divide the batch of 6
-def test_attention_in_batch_slices_equals_attention_in_one_piece(slices):
-  rng = np.random.default_rng(0)
-  query, key, value = (jnp.asarray(rng.normal(size=(6, 8, 2, 4)), jnp.float32) for _ in range(3))
-  attention_mask = jnp.asarray(rng.random((6, 8)) > 0.3)
-  attend = lambda *inputs: encoder.einsum_attention(*inputs, lambda weights: weights)
-  np.testing.assert_allclose(
-      encoder.in_batch_slices(attend, slices, query, key, value, attention_mask),
-      attend(query, key, value, attention_mask), rtol=1e-6, atol=1e-6)
-
-
-def test_batch_slices_draw_their_own_dropout_masks(monkeypatch):
-  """On CPU row i runs in the layers' slice i mod 2 and, in there, in attention's
-  slice i // 2 mod 2: each of 4 alike rows comes first in its slice of attention,
-  so with one mask for all slices they would come out equal. (Attention's dropout
-  alone: the embeddings' would tell the rows apart before the layers.)"""
-  assert jax.default_backend() != "cpu" or encoder.CPU_BATCH_SLICES == 2
-  monkeypatch.setattr(encoder, "MIN_TOKENS_PER_LAYER_SLICE", 1)
-  _, model, params = tiny_setup(model__dropout_rate=0.0, model__attention_dropout_rate=0.5)
-  ids = jnp.tile(batch()["input_ids"][1:2], (4, 1))
-  logits = model.apply({"params": params}, ids, jnp.zeros_like(ids), False,
-                       rngs={"dropout": jax.random.PRNGKey(0)}, method="discriminator_logits")
-  for i, j in itertools.combinations(range(4), 2):
-    assert not np.allclose(logits[i], logits[j]), (i, j)
-  deterministic = model.apply({"params": params}, ids, jnp.zeros_like(ids), True,
-                              method="discriminator_logits")
-  np.testing.assert_allclose(deterministic, np.broadcast_to(deterministic[0], deterministic.shape),
-                             rtol=1e-6)
-
-
-def test_layers_in_batch_slices_give_the_outputs_and_gradients_of_one_piece(monkeypatch):
-  monkeypatch.setattr(encoder, "MIN_TOKENS_PER_LAYER_SLICE", 1)
-  _, model, params = tiny_setup()
-  inputs = batch()
-
-  def outputs_and_gradients():
-    def total(params):
-      logits = model.apply({"params": params}, inputs["input_ids"], inputs["token_type_ids"],
-                           True, method="discriminator_logits")
-      return jnp.sum(logits * jnp.arange(logits.size).reshape(logits.shape) / logits.size), logits
-    return jax.grad(total, has_aux=True)(params)
-
-  sliced_gradients, sliced = outputs_and_gradients()
-  monkeypatch.setattr(encoder, "CPU_BATCH_SLICES", 1)
-  whole_gradients, whole = outputs_and_gradients()
-  np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               sliced_gradients, whole_gradients)
-
-
-def test_layers_run_in_slices_only_when_each_holds_enough_tokens(monkeypatch):
-  _, model, params = tiny_setup()
-  inputs = batch()  # 4 x 16 tokens
-
-  def products() -> int:
-    logits = jax.jit(functools.partial(model.apply, method="discriminator_logits"),
-                     static_argnums=3)
-    return logits.lower({"params": params}, inputs["input_ids"], inputs["token_type_ids"],
-                        True).as_text().count("dot_general")
-
-  whole = products()
-  monkeypatch.setattr(encoder, "MIN_TOKENS_PER_LAYER_SLICE", 32)
-  sliced = products()
-  monkeypatch.setattr(encoder, "MIN_TOKENS_PER_LAYER_SLICE", 33)  # 64 tokens make 2 slices of 32
-  assert products() == whole
-  # Sliced, each layer's products appear once per slice (on CPU only).
-  assert sliced > whole if jax.default_backend() == "cpu" else sliced == whole
-
-
 def test_dropout_masks_are_uniform_independent_and_follow_the_key():
   shape = (16, 4, 128, 128)
   mask = np.asarray(keep_mask(jax.random.PRNGKey(0), shape, 0.1))
@@ -237,62 +145,6 @@ def test_dropout_masks_are_uniform_independent_and_follow_the_key():
   other = np.asarray(keep_mask(jax.random.PRNGKey(1), shape, 0.1))
   assert abs(((other - other.mean()) * centred).mean() / centred.var()) < 0.01
   np.testing.assert_array_equal(mask, keep_mask(jax.random.PRNGKey(0), shape, 0.1))
-
-
-def test_layer_norm_equals_flax_layer_norm_and_its_gradient():
-  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 32)) * 3 + 1
-  theirs = nn.LayerNorm(epsilon=1e-12)
-  params = jax.tree_util.tree_map(lambda p: p + jax.random.normal(jax.random.PRNGKey(1), p.shape),
-                                  theirs.init(jax.random.PRNGKey(2), x))
-  weights = jax.random.normal(jax.random.PRNGKey(3), x.shape)
-  loss = lambda m: lambda p, x: (m.apply(p, x) * weights).sum()
-  np.testing.assert_allclose(LayerNorm(1e-12).apply(params, x), theirs.apply(params, x),
-                             atol=1e-5)
-  for ours, expected in zip(
-      jax.tree_util.tree_leaves(jax.grad(loss(LayerNorm(1e-12)), argnums=(0, 1))(params, x)),
-      jax.tree_util.tree_leaves(jax.grad(loss(theirs), argnums=(0, 1))(params, x))):
-    np.testing.assert_allclose(ours, expected, atol=1e-4)
-
-
-@pytest.mark.parametrize("features_in, features_out",
-                         [(24, 8), (8, 24), (16, 16), (8, 8 * 17), (8 * 17, 8)])
-def test_dense_matmul_and_its_gradients_equal_xlas(features_in, features_out):
-  # Both orientations of the weight gradient (wider input, wider output), square,
-  # and both again past the width ratio where XLA's own product takes over.
-  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, features_in))
-  params = nn.Dense(features_out).init(jax.random.PRNGKey(1), x)
-  weights = jax.random.normal(jax.random.PRNGKey(2), (3, 5, features_out))
-  loss = lambda dense: lambda p, x: (jnp.tanh(dense.apply(p, x)) * weights).sum()
-  ours, xlas = nn.Dense(features_out, dot_general=matmul.dot_general), nn.Dense(features_out)
-  np.testing.assert_allclose(ours.apply(params, x), xlas.apply(params, x), atol=1e-6)
-  gradients = [jax.tree_util.tree_leaves(jax.grad(loss(dense), argnums=(0, 1))(params, x))
-               for dense in (ours, xlas)]
-  for a, b in zip(*gradients):
-    np.testing.assert_allclose(a, b, atol=1e-5)
-  # The custom gradient is what ran (on CPU): its barrier is in the program.
-  assert "optimization_barrier" in str(jax.make_jaxpr(jax.grad(loss(ours)))(params, x))
-
-
-@pytest.mark.parametrize("vocab_size", [40, 8 * 17])
-def test_matmul_with_a_transposed_weight_has_xlas_gradients(vocab_size):
-  # Tied output embeddings: the weight is a [vocab, embed] table passed transposed
-  # (a real vocabulary is far past the width ratio; a small one is not).
-  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 8))
-  table = jax.random.normal(jax.random.PRNGKey(1), (vocab_size, 8))
-  dimensions = (((2,), (0,)), ((), ()))
-  loss = lambda dot: lambda x, t: jnp.tanh(dot(x, t.T, dimensions)).sum()
-  for ours, xlas in zip(jax.grad(loss(matmul.dot_general), argnums=(0, 1))(x, table),
-                        jax.grad(loss(jax.lax.dot_general), argnums=(0, 1))(x, table)):
-    np.testing.assert_allclose(ours, xlas, atol=1e-5)
-  program = str(jax.make_jaxpr(jax.grad(loss(matmul.dot_general)))(x, table))
-  assert "optimization_barrier" in program
-
-
-def test_gelu_gradient_equals_autodiffs():
-  x = jnp.linspace(-8, 8, 2001)
-  written_out = lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * 2.0**-0.5))
-  np.testing.assert_allclose(jax.vmap(jax.grad(encoder.gelu))(x),
-                             jax.vmap(jax.grad(written_out))(x), atol=1e-6)
 
 
 @pytest.mark.slow  # two compilations (~30 s); test_bfloat16_compute_* runs by default

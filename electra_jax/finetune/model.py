@@ -23,6 +23,7 @@ from electra_jax.data.tokenizer import PAD_ID
 from electra_jax.finetune import tasks
 from electra_jax.models import electra
 from electra_jax.models.encoder import Encoder, EncoderSizes, ModelSettings, SharedEmbeddings
+from electra_jax.models.ops import Ops
 
 Batch = dict[str, jax.Array]
 PRETRAINED = ("embeddings", "discriminator")  # the subtrees that come from pre-training
@@ -56,12 +57,15 @@ class FineTuningModel(nn.Module):
         jnp.float32)
 
 
-def build_model(model_config: ml_collections.ConfigDict, kind: str,
-                num_outputs: int) -> FineTuningModel:
-  """The fine-tuning model for a pre-trained model's config section."""
+def build_model(model_config: ml_collections.ConfigDict, kind: str, num_outputs: int,
+                ops: Ops = Ops()) -> FineTuningModel:
+  """The fine-tuning model for a pre-trained model's config section.
+
+  `ops`: the forms of its operations for the target devices (target.choices).
+  """
   config = config_lib.default_config()
   config.model = model_config
-  pretrainer = electra.build_pretrainer(config)  # the one place that reads the model section
+  pretrainer = electra.build_pretrainer(config, ops)  # the one place that reads the model section
   return FineTuningModel(
       vocab_size=pretrainer.vocab_size, embedding_size=pretrainer.embedding_size,
       max_position_embeddings=pretrainer.max_position_embeddings,

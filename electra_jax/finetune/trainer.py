@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 
 from electra_jax import metrics as metrics_writer
-from electra_jax import sharding
+from electra_jax import sharding, target
 from electra_jax.convert import pretrained
 from electra_jax.data import tokenizer_files
 from electra_jax.errors import ConfigError, DataError, UserError
@@ -207,7 +207,8 @@ def _compile(config: ml_collections.ConfigDict, model_config: ml_collections.Con
              data: tasks.TaskData, total_steps: int, mesh: jax.sharding.Mesh
              ) -> steps.CompiledFineTuning:
   """The model, its optimizer for `total_steps` and both steps, compiled for the config's mesh."""
-  model = model_lib.build_model(model_config, tasks.TASKS[config.task].kind, data.num_outputs)
+  model = model_lib.build_model(model_config, tasks.TASKS[config.task].kind, data.num_outputs,
+                                target.choices(mesh.devices.flat, model_config.dtype).ops)
   param_shapes = jax.eval_shape(lambda: sharding.unbox(model_lib.init_partitioned_params(
       model, jax.random.PRNGKey(0), config.max_seq_length)))
   optimizer, schedule = optimizer_lib.build_optimizer(config, param_shapes,

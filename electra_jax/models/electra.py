@@ -27,7 +27,8 @@ import ml_collections
 from electra_jax import config as config_lib
 from electra_jax.data.tokenizer import PAD_ID
 from electra_jax.models.encoder import (Encoder, EncoderSizes, ModelSettings, SharedEmbeddings,
-                                        gelu, partitioned)
+                                        partitioned)
+from electra_jax.models.ops import Ops
 
 
 class GeneratorHead(nn.Module):
@@ -39,7 +40,8 @@ class GeneratorHead(nn.Module):
 
   @nn.compact
   def __call__(self, hidden: jax.Array, embeddings: SharedEmbeddings) -> jax.Array:
-    x = gelu(self.settings.dense(self.embedding_size, "dense", ("hidden", "embed"))(hidden))
+    x = self.settings.ops.gelu(
+        self.settings.dense(self.embedding_size, "dense", ("hidden", "embed"))(hidden))
     x = self.settings.layer_norm("layer_norm", "embed")(x)
     output_bias = self.param("output_bias", partitioned(nn.initializers.zeros, "vocab"),
                              (self.vocab_size,))
@@ -55,7 +57,8 @@ class DiscriminatorHead(nn.Module):
 
   @nn.compact
   def __call__(self, hidden: jax.Array) -> jax.Array:
-    x = gelu(self.settings.dense(self.hidden_size, "dense", ("hidden", "mlp"))(hidden))
+    x = self.settings.ops.gelu(
+        self.settings.dense(self.hidden_size, "dense", ("hidden", "mlp"))(hidden))
     # One output per token: float32 costs nothing here and keeps the logit exact.
     logits = self.settings.dense(1, "prediction", ("mlp", None), jnp.float32)(x)[..., 0]
     return nn.with_logical_constraint(logits, ("batch", "length"))
@@ -156,14 +159,19 @@ class MaskedLMPretrainer(nn.Module):
 Pretrainer = ElectraPretrainer | MaskedLMPretrainer
 
 
-def build_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
-  """The model a config describes (sizes from `model.*`; ELECTRA's generator scaled down)."""
+def build_pretrainer(config: ml_collections.ConfigDict, ops: Ops = Ops()) -> Pretrainer:
+  """The model a config describes (sizes from `model.*`; ELECTRA's generator scaled down).
+
+  `ops` are the forms of its operations: the plain ones, or those `target.choices`
+  picks for the devices it will be compiled for. Parameters are the same either way.
+  """
   m = config.model
   settings = ModelSettings(dropout_rate=m.dropout_rate,
                            attention_dropout_rate=m.attention_dropout_rate,
                            initializer_range=m.initializer_range,
                            layer_norm_eps=m.layer_norm_eps,
-                           dtype=jnp.dtype(m.dtype), attention=m.attention, remat=m.remat)
+                           dtype=jnp.dtype(m.dtype), attention=m.attention, remat=m.remat,
+                           ops=ops)
   shared = dict(vocab_size=m.vocab_size, embedding_size=m.embedding_size,
                 max_position_embeddings=m.max_position_embeddings,
                 type_vocab_size=m.type_vocab_size,

@@ -14,6 +14,10 @@ Every parameter carries logical axis names ("vocab", "embed", "hidden", "mlp",
 constrained by them ("batch", "length", "activation_*"). The config's
 `mesh.rules` map these names onto the device mesh (sharding.py); without a
 mesh they change nothing.
+
+The operations themselves (matmul, LayerNorm, GELU, softmax, how a batch goes
+through attention and the layers) come from `ModelSettings.ops`: the plain
+forms by default, a CPU's own where the step is compiled for one (models/ops.py).
 """
 
 import dataclasses
@@ -23,9 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from electra_jax.models import matmul
 from electra_jax.models.dropout import Dropout
-from electra_jax.models.layer_norm import LayerNorm
+from electra_jax.models.ops import Ops
 
 Dtype = Any
 
@@ -55,17 +58,18 @@ class ModelSettings:
   initializer_range: float = 0.02
   layer_norm_eps: float = 1e-12
   dtype: Dtype = jnp.float32
-  attention: str = "einsum"  # or "dot_product": jax.nn.dot_product_attention (cuDNN on GPU)
+  attention: str = "einsum"  # or "dot_product": jax.nn.dot_product_attention
   remat: str = "none"  # recompute in the backward pass: "full" layers or all but "dots"
+  ops: Ops = Ops()  # the forms of the operations, chosen for the target devices
 
   def kernel_init(self, *axes: str | None) -> nn.initializers.Initializer:
     return partitioned(nn.initializers.normal(self.initializer_range), *axes)
 
-  def layer_norm(self, name: str, axis: str) -> LayerNorm:
+  def layer_norm(self, name: str, axis: str) -> nn.Module:
     # float32 in and out whatever the compute dtype: bf16 variances lose too much.
-    return LayerNorm(epsilon=self.layer_norm_eps,
-                     scale_init=partitioned(nn.initializers.ones, axis),
-                     bias_init=partitioned(nn.initializers.zeros, axis), name=name)
+    return self.ops.layer_norm(epsilon=self.layer_norm_eps,
+                               scale_init=partitioned(nn.initializers.ones, axis),
+                               bias_init=partitioned(nn.initializers.zeros, axis), name=name)
 
   def dense(self, features: int, name: str, axes: tuple[str | None, str | None],
             dtype: Dtype | None = None) -> nn.Dense:
@@ -74,45 +78,14 @@ class ModelSettings:
     It computes in the compute dtype unless `dtype` says otherwise.
     """
     return nn.Dense(features, dtype=dtype or self.dtype, kernel_init=self.kernel_init(*axes),
-                    dot_general=matmul.dot_general,
+                    dot_general=self.ops.dot_general,
                     bias_init=partitioned(nn.initializers.zeros, axes[1]), name=name)
 
 
 ACTIVATION_EMBED = ("batch", "length", "activation_embed")
 ACTIVATION_HIDDEN = ("batch", "length", "activation_hidden")
+ACTIVATION_MLP = ("batch", "length", "activation_mlp")
 ACTIVATION_HEADS = ("batch", "length", "activation_heads", "kv")
-
-
-@jax.custom_vjp
-def gelu(x: jax.Array) -> jax.Array:
-  """The exact erf GELU of BERT and ELECTRA (not the tanh approximation).
-
-  Written with erf, as transformers does: on CPU it is 2.5x faster than flax's
-  erfc form (nn.gelu(approximate=False)), and differs from it by < 1e-6. Its
-  gradient recomputes erf from the input instead of keeping it from the forward
-  pass: one [tokens, intermediate] array less to write and read back, which on
-  a CPU is worth more than the arithmetic (3% of an ELECTRA-Small step).
-  """
-  return x * _normal_cdf(x)
-
-
-def _normal_cdf(x: jax.Array) -> jax.Array:
-  return 0.5 * (1.0 + jax.lax.erf(x * (2.0**-0.5)))
-
-
-def _gelu_forward(x):
-  return gelu(x), x
-
-
-def _gelu_backward(x, grad):
-  # Without the barrier XLA merges this erf with the forward pass's identical one
-  # and keeps it after all: two passes forward, one more array read backward.
-  x = jax.lax.optimization_barrier(x)
-  density = jnp.exp(-0.5 * x * x) * (2.0 * jnp.pi)**-0.5
-  return (grad * (_normal_cdf(x) + x * density),)
-
-
-gelu.defvjp(_gelu_forward, _gelu_backward)
 
 
 class HeadsProjection(nn.Module):
@@ -147,28 +120,27 @@ class SelfAttention(nn.Module):
     head_dim = self.sizes.hidden_size // heads
     hidden = x.shape[-1]
 
-    # Query, key and value come from one product with their kernels side by side
-    # (ELECTRA-Small's CPU step 2.6% faster than three products a third as wide).
-    # The three keep their own parameters, as in BERT and Hugging Face.
+    # Query, key and value come from one product with their kernels side by side;
+    # the three keep their own parameters, as in BERT and Hugging Face.
     kernels, biases = zip(*(HeadsProjection((hidden, heads, head_dim), s, name=name)()
                             for name in ("query", "key", "value")))
     # [hidden, heads x 3 x head size]: heads outermost, so tensor parallelism splits it.
     kernel = jnp.stack(kernels, axis=2).reshape(hidden, -1)
-    rows = x.reshape(-1, hidden).astype(s.dtype)
-    projected = matmul.dot_general(rows, kernel.astype(s.dtype), (((1,), (0,)), ((), ())))
+    projected = s.ops.dot_general(x.astype(s.dtype), kernel.astype(s.dtype),
+                                  (((x.ndim - 1,), (0,)), ((), ())))
     projected = (projected.reshape(*x.shape[:-1], heads, 3, head_dim) +
                  jnp.stack(biases, axis=1).astype(s.dtype))
     query, key, value = (nn.with_logical_constraint(projected[..., i, :], ACTIVATION_HEADS)
                          for i in range(3))
     if s.attention == "dot_product":
-      context = jax.nn.dot_product_attention(
-          query, key, value, mask=attention_mask[:, None, None, :],
-          implementation=fused_attention_implementation(s.dtype))
+      context = jax.nn.dot_product_attention(query, key, value,
+                                             mask=attention_mask[:, None, None, :],
+                                             implementation=s.ops.fused_attention)
     else:
       dropout = Dropout(s.attention_dropout_rate)
       attend = lambda *inputs: einsum_attention(
-          *inputs, lambda w: dropout(w, deterministic=deterministic))
-      context = in_batch_slices(attend, cpu_batch_slices(), query, key, value, attention_mask)
+          *inputs, s.ops.softmax, lambda w: dropout(w, deterministic=deterministic))
+      context = s.ops.run_attention(attend, query, key, value, attention_mask)
     context = nn.with_logical_constraint(context, ACTIVATION_HEADS)
     return nn.Einsum((heads, head_dim, self.sizes.hidden_size), "blhk,hkd->bld", dtype=s.dtype,
                      kernel_init=s.kernel_init("heads", "kv", "hidden"),
@@ -176,82 +148,20 @@ class SelfAttention(nn.Module):
                      name="output")(context)
 
 
-# On CPU, attention runs on this many slices of the batch side by side, and so do
-# the layers when each slice holds MIN_TOKENS_PER_LAYER_SLICE tokens (attention
-# within each layer then cuts its slice again; see `in_batch_slices`).
-CPU_BATCH_SLICES = 2
-# Each slice of the layers is one more copy of them for XLA to compile (ELECTRA-Small
-# 34 -> 69 s): below this many tokens a slice gains too little to repay it.
-# Measured on two cores: Small at 32 x 128 (2,048 tokens a slice) and 128 x 128 2%
-# faster steps, tiny at 32 x 128 5%; Small at 8 x 512 (2,048) and Base at 8 x 128
-# (512) neither faster nor slower.
-MIN_TOKENS_PER_LAYER_SLICE = 2048
-
-
-def cpu_batch_slices() -> int:
-  """How many slices of the batch `in_batch_slices` cuts: CPU_BATCH_SLICES on CPU, else 1."""
-  return CPU_BATCH_SLICES if jax.default_backend() == "cpu" else 1
-
-
-def in_batch_slices(compute: Callable[..., jax.Array], slices: int,
-                    *inputs: jax.Array) -> jax.Array:
-  """`compute(*inputs)` on `slices` slices of the batch apart, put back together.
-
-  XLA's CPU runtime runs each of attention's batched products, and most
-  reductions, on one core whatever the threads, but runs independent
-  operations side by side: with the batch in slices, the slices' products,
-  softmaxes and LayerNorms each take a core. On two cores, ELECTRA-Small's step
-  at 32 x 128 took 2.359 s with attention in one piece and 2.277 s in two
-  slices; with the layers in two slices as well, each cutting its attention
-  in two again, 2.354 -> 2.307 s and 2.381 -> 2.298 s (benchmarks/README.md).
-
-  Row i goes to slice i mod `slices`, so a data-parallel device whose share of
-  the batch divides keeps its own rows. Each slice draws its own dropout masks.
-  A batch that does not divide runs in one piece.
-  """
-  batch = inputs[0].shape[0]
-  if slices == 1 or batch % slices:
-    return compute(*inputs)
-  parts = [compute(*(x.reshape(batch // slices, slices, *x.shape[1:])[:, i] for x in inputs))
-           for i in range(slices)]
-  return jnp.stack(parts, axis=1).reshape(batch, *parts[0].shape[1:])
-
-
 def einsum_attention(query: jax.Array, key: jax.Array, value: jax.Array,
-                     attention_mask: jax.Array,
+                     attention_mask: jax.Array, softmax: Callable[[jax.Array], jax.Array],
                      dropout: Callable[[jax.Array], jax.Array]) -> jax.Array:
   """Softmax attention written out, with `dropout` on the attention weights.
 
-  Scores and softmax are float32 whatever the inputs' dtype. The products run
-  heads-major ([batch, heads, length, head size]), transposed here: given the
-  [batch, length, heads, head size] inputs as they are, XLA's CPU layouts made
-  them 20% slower (about 30 ms of an ELECTRA-Small step).
+  Scores and softmax are float32 whatever the inputs' dtype; the products run
+  heads-major ([batch, heads, length, head size]).
   """
   query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
   scores = jnp.einsum("bhqd,bhkd->bhqk", query * query.shape[-1]**-0.5, key,
                       preferred_element_type=jnp.float32)
   scores = jnp.where(attention_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-  if scores.shape[1] == 1:
-    # One head (the Small generator's): XLA's CPU code for the softmax gradient ran
-    # 5x slower with the size-1 dimension than without it.
-    weights = jax.nn.softmax(scores[:, 0], axis=-1)[:, None]
-  else:
-    # Not reshaped to [batch, heads x queries, keys] as above: with several heads XLA
-    # then kept a second copy of the weights (0.4 GiB more for Small's 4 heads at
-    # 8 x 512) and ran 15% slower.
-    weights = jax.nn.softmax(scores, axis=-1)
-  weights = dropout(weights.astype(value.dtype))
+  weights = dropout(softmax(scores).astype(value.dtype))
   return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights, value), 1, 2)
-
-
-def fused_attention_implementation(dtype: Dtype) -> str | None:
-  """cuDNN's fused attention on NVIDIA GPUs in 16-bit floats; elsewhere XLA's.
-
-  jax.nn.dot_product_attention has no dropout: model.attention="dot_product"
-  needs model.attention_dropout_rate=0 (config.py checks).
-  """
-  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  return "cudnn" if half and jax.default_backend() == "gpu" else None
 
 
 # model.remat: what the backward pass recomputes instead of keeping from the forward.
@@ -274,12 +184,9 @@ class TransformerLayer(nn.Module):
     attended = SelfAttention(self.sizes, s, name="attention")(x, attention_mask, deterministic)
     x = s.layer_norm("attention_layer_norm", "hidden")(
         x + dropout(attended, deterministic=deterministic))
-    # The feed-forward runs on the tokens as rows of one matrix: on CPU the step was
-    # 11% faster than with [batch, length, features] arrays (XLA transposed those).
-    rows = x.reshape(-1, x.shape[-1])
-    hidden = gelu(s.dense(self.sizes.intermediate_size, "intermediate", ("hidden", "mlp"))(rows))
-    hidden = nn.with_logical_constraint(hidden, ("batch", "activation_mlp"))
-    out = s.dense(self.sizes.hidden_size, "output", ("mlp", "hidden"))(hidden).reshape(x.shape)
+    hidden = s.ops.gelu(s.dense(self.sizes.intermediate_size, "intermediate", ("hidden", "mlp"))(x))
+    hidden = nn.with_logical_constraint(hidden, ACTIVATION_MLP)
+    out = s.dense(self.sizes.hidden_size, "output", ("mlp", "hidden"))(hidden)
     x = s.layer_norm("output_layer_norm", "hidden")(
         x + dropout(out, deterministic=deterministic))
     return nn.with_logical_constraint(x, ACTIVATION_HIDDEN)
@@ -290,8 +197,6 @@ class Encoder(nn.Module):
 
   The projection exists only when the embedding size differs from the hidden
   size (ELECTRA's factorized embeddings), so its parameters match the original.
-  On CPU, large batches run the layers on slices of the batch side by side
-  (`in_batch_slices`).
   """
 
   sizes: EncoderSizes
@@ -317,10 +222,7 @@ class Encoder(nn.Module):
         x = each(x, attention_mask, deterministic)
       return x
 
-    slices = cpu_batch_slices()
-    if x.shape[0] * x.shape[1] < slices * MIN_TOKENS_PER_LAYER_SLICE:
-      slices = 1
-    return in_batch_slices(run_layers, slices, x, attention_mask)
+    return self.settings.ops.run_layers(run_layers, x, attention_mask)
 
 
 class SharedEmbeddings(nn.Module):
@@ -358,16 +260,6 @@ class SharedEmbeddings(nn.Module):
     return self.dropout(x, deterministic=deterministic)
 
   def attend(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-    """float32 logits x @ word_embeddings^T + bias over the vocabulary (tied output).
-
-    The bias rides in the matmul as one more input column (x gets a column of
-    ones): adding it, and summing its gradient, would each be one more pass over
-    the [positions, vocabulary] logits, the largest array of the step. On CPU the
-    table's gradient comes from `matmul` in its fast orientation: XLA's own
-    transposed that largest array first (20 ms of an ELECTRA-Small step).
-    """
-    dtype = self.settings.dtype
-    x = jnp.concatenate([x.astype(dtype), jnp.ones((*x.shape[:-1], 1), dtype)], axis=-1)
-    table = jnp.concatenate([self.word_embeddings.embedding, bias[:, None]], axis=-1)
-    return matmul.dot_general(x, table.astype(dtype).T, (((x.ndim - 1,), (0,)), ((), ())),
-                              preferred_element_type=jnp.float32)
+    """float32 logits x @ word_embeddings^T + bias over the vocabulary (tied output)."""
+    s = self.settings
+    return s.ops.vocabulary_logits(x, self.word_embeddings.embedding, bias, s.dtype)

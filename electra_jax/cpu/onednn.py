@@ -1,13 +1,10 @@
-"""oneDNN's matmuls for XLA on x86 CPUs, on by default in the command-line tools.
+"""oneDNN's matmuls for XLA on x86 CPUs, on by default in the command-line tools' CPU runs.
 
-jaxlib's CPU backend ships oneDNN but leaves it off (`--xla_cpu_use_onednn`).
-On an AVX2 host (AMD EPYC, 2026-11-24) it took ELECTRA-Small's float32 train
-step at 32 x 128 from 4.67 to 4.38 s on one core (MFU 67 -> 73%) and from
-2.73 to 2.35 s on two (58 -> 65%); the feed-forward's products ran at 78-85
-GFLOP/s per core against 55-77 (benchmarks/README.md). XLA reads XLA_FLAGS
-when it first starts a backend, so the tools add the flag to the environment
-before any computation. A user's own XLA_FLAGS naming the flag (either value)
-is kept as it is.
+jaxlib's CPU backend ships oneDNN but leaves it off (`--xla_cpu_use_onednn`);
+on x86 its matmuls ran our step's products faster (docs/cpu_performance.md).
+XLA reads XLA_FLAGS when it first starts a backend, so the tools add the flag
+to the environment before any computation (process.py). A user's own
+XLA_FLAGS naming the flag (either value) is kept as it is.
 """
 
 import os

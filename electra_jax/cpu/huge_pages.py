@@ -1,15 +1,14 @@
 """Transparent huge pages for the large host buffers of every CPU step.
 
-XLA's CPU runtime allocates a step's intermediate buffers with malloc (1.6 GiB
-for ELECTRA-Small at batch 32 x 128), and glibc serves an allocation that large
-with a fresh mmap that goes back to the kernel when the step ends. Every step
-then faults its working set in 4 KiB at a time: 380,000 page faults and 0.6 s
-of kernel time in a 2.7 s one-core step. glibc 2.35 and later can advise huge
-pages for those mappings (the `glibc.malloc.hugetlb=1` tunable): 512x fewer
-faults, and the step takes 2.2 s (benchmarks/README.md). Tunables are read only
-when a process starts, so the command-line tools restart themselves once with
-it set. Setting GLIBC_TUNABLES yourself with any `glibc.malloc.hugetlb` value
-(0 turns it off) leaves the choice to you.
+XLA's CPU runtime allocates a step's intermediate buffers with malloc, and
+glibc serves an allocation that large with a fresh mmap that goes back to the
+kernel when the step ends: every step then faults its working set in 4 KiB at
+a time. glibc 2.35 and later can advise huge pages for those mappings (the
+`glibc.malloc.hugetlb=1` tunable), 512x fewer faults (docs/cpu_performance.md).
+Tunables are read only when a process starts, so a command-line tool running
+on the CPU restarts itself once with it set (process.py). Setting
+GLIBC_TUNABLES yourself with any `glibc.malloc.hugetlb` value (0 turns it off)
+leaves the choice to you.
 """
 
 import os

@@ -1,17 +1,16 @@
-"""Dense layers' matmul, with the weight gradient in the form a CPU runs fastest.
+"""Dense layers' matmul for a CPU: the weight gradient as a row-major product.
 
 Autodiff writes the weight gradient of y = x @ w as x^T @ dy, a product over
-the token axis of both operands. XLA's CPU matmul runs such a product well
-below its speed on a plain row-major product, most of all on one thread: on an
-AVX2 core, 38-41 GFLOP/s for the feed-forward's [256, 1024] and [1024, 256]
-weight gradients of ELECTRA-Small at 32 x 128, against 71-76 once the narrower
-operand is transposed into a copy first (benchmarks/README.md). The tied
-output embeddings use it too, their [vocab, embed] table passed transposed.
-GPUs and TPUs choose matmul layouts themselves, so there `dot_general` is XLA's own.
+the token axis of both operands. XLA's CPU matmuls (YNNPACK's and oneDNN's)
+run such a product well below their speed on a plain row-major product, so
+here the narrower operand is transposed into a copy first. The tied output
+embeddings use it too, their [vocab, embed] table passed transposed.
 """
 
 import jax
 import jax.numpy as jnp
+
+from electra_jax.cpu import SCOPE
 
 # Above this width ratio a weight gradient keeps XLA's product (see `_weight_gradient`).
 _WIDE_OUTPUT_RATIO = 16
@@ -19,8 +18,15 @@ _WIDE_OUTPUT_RATIO = 16
 
 @jax.custom_vjp
 def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x @ w for x [..., in] and w [in, out]."""
-  return x @ w
+  """x @ w for x [..., in] and w [in, out], computed on the tokens as rows of one matrix.
+
+  XLA's CPU code transposed [batch, length, features] operands first.
+  """
+  return (_rows(x) @ w).reshape(*x.shape[:-1], w.shape[1])
+
+
+def _rows(x: jax.Array) -> jax.Array:
+  return x.reshape(-1, x.shape[-1])
 
 
 def _forward(x, w):
@@ -28,9 +34,10 @@ def _forward(x, w):
 
 
 def _backward(residuals, grad):
-  x, w = residuals
-  x_rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
-  return grad @ w.T, _weight_gradient(x_rows, grad_rows)
+  with jax.named_scope(SCOPE):
+    x, w = residuals
+    x_rows, grad_rows = _rows(x), _rows(grad)
+    return (grad_rows @ w.T).reshape(x.shape), _weight_gradient(x_rows, grad_rows)
 
 
 def _weight_gradient(x_rows: jax.Array, grad_rows: jax.Array) -> jax.Array:
@@ -38,12 +45,11 @@ def _weight_gradient(x_rows: jax.Array, grad_rows: jax.Array) -> jax.Array:
 
   The narrower of the two is transposed into a copy (a few MB) that becomes the
   product's left operand, so the product contracts the left's minor axis with
-  the right's major one: the fastest case of XLA's CPU matmuls, YNNPACK's and
-  oneDNN's alike. Very wide outputs (the tied vocabulary, over
-  `_WIDE_OUTPUT_RATIO` times its input) run faster as XLA's own product over
-  the token axis, with the result's minor axis the wide one. The barriers keep
-  XLA from folding a transpose, ours or the caller's (a tied weight passed in
-  transposed), back into the product.
+  the right's major one: the fastest case of XLA's CPU matmuls. Very wide
+  outputs (the tied vocabulary, over `_WIDE_OUTPUT_RATIO` times its input) run
+  faster as XLA's own product over the token axis, with the result's minor
+  axis the wide one. The barriers keep XLA from folding a transpose, ours or
+  the caller's (a tied weight passed in transposed), back into the product.
   """
   barrier = jax.lax.optimization_barrier
   narrow, wide = sorted((x_rows.shape[1], grad_rows.shape[1]))
@@ -62,11 +68,10 @@ matmul.defvjp(_forward, _backward)
 
 def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None,
                 preferred_element_type=None) -> jax.Array:
-  """`jax.lax.dot_general` for `flax.linen.Dense(dot_general=...)`: `matmul` on CPU."""
+  """`jax.lax.dot_general`, with `matmul` for the products of dense layers ([..., in] x [in, out])."""
   (lhs_contracting, rhs_contracting), batch = dimension_numbers
   dense = (tuple(lhs_contracting) == (lhs.ndim - 1,) and tuple(rhs_contracting) == (0,)
            and batch == ((), ()) and rhs.ndim == 2 and lhs.dtype == rhs.dtype)
-  if (dense and precision is None and preferred_element_type in (None, lhs.dtype)
-      and jax.default_backend() == "cpu"):
+  if dense and precision is None and preferred_element_type in (None, lhs.dtype):
     return matmul(lhs, rhs)
   return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
