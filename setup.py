@@ -52,6 +52,10 @@ setup(
             "torch>=2.1",
             "transformers>=4.40,<6",
         ],
+        # TPUs: libtpu, to run on a TPU VM and to compile for any TPU slice from any host
+        # (python -m electra_jax.compile). jax's own "tpu" extra pins the libtpu built
+        # for the jax version installed.
+        "tpu": ["jax[tpu]>=0.7.1,<1"],
         # TFDS corpora (--config.data.source=tfds:NAME): TFDS's dataset builders import
         # TensorFlow; its CPU build is enough (and the smallest, on Linux).
         "tfds": [

@@ -3,7 +3,7 @@
 #
 #   launch/tpu_vm.sh create              # create the TPU VM
 #   launch/tpu_vm.sh copy                # copy this checkout (committed files) to every worker
-#   launch/tpu_vm.sh install             # install electra_jax and jax[tpu] on every worker
+#   launch/tpu_vm.sh install             # install electra_jax with its tpu extra (libtpu) on every worker
 #   launch/tpu_vm.sh run --config=configs/base.py --workdir=/tmp/electra-base [overrides...]
 #   launch/tpu_vm.sh logs                # follow worker 0's log (Ctrl-C stops following only)
 #   launch/tpu_vm.sh stop                # stop the run and free the TPU (stale processes, lock file)
@@ -66,7 +66,7 @@ case "$command" in
     ;;
   install)
     on_all_workers "cd ~/$REMOTE_DIR && python3 -m pip install -q -U pip &&
-      python3 -m pip install -q -e . 'jax[tpu]' &&
+      python3 -m pip install -q -e '.[tpu]' &&
       python3 -c 'import jax; print(jax.process_index(), jax.local_device_count(), \"TPU cores\")'"
     ;;
   run)

@@ -1,0 +1,77 @@
+r"""Compile a config's train and eval steps for a TPU slice, on any host, and report what they cost.
+
+  python -m electra_jax.compile --config=configs/base.py --topology=v5e:2x4
+
+compiles the steps of any config (with any --config.* override, the mesh
+included) for the named TPU slice through libtpu, without a TPU: the same
+compile a run does on the slice itself. It prints, per chip: the memory
+(arguments, temporaries, outputs, code) against the chip's HBM, XLA's FLOPs
+and bytes accessed beside the model FLOPs, a roofline bound on the step time
+(the larger of FLOPs over the chip's peak and bytes over its HBM bandwidth:
+a bound, not a measurement) and the MFU that bound allows, the collectives in
+the compiled train step (kind, count, bytes), the compile times, and a last
+line saying `fits` (exit 0) or `does not fit` (exit 1).
+
+  --topology=v5e:2x4      generation:shape in chips (v4 and v5p: AxBxC), or a
+                          Cloud TPU accelerator type: v5e-8, v4-8, v5p-8, v6e-8
+  --num_slices=N          N such slices joined over the data-center network
+  --max_batch             also find the largest batch per chip whose train step
+                          fits, compiling more batch sizes (a few minutes more)
+  --json=PATH             also write the report as JSON
+
+Needs libtpu: pip install -e ".[tpu]". Nothing else is read or written.
+"""
+
+import json
+import os
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from electra_jax import cli, compile_report, tpu
+from electra_jax.errors import UserError
+from electra_jax.fileio import atomic_write
+
+# The slice is compiled for, never run on: this host's own accelerators stay untouched.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None,
+    "Path to a config file (configs/tiny.py, small.py, base.py, large.py); override any field "
+    "with --config.<section>.<field>=<value>, e.g. --config.mesh.fsdp=-1 --config.mesh.data=1.")
+_TOPOLOGY = flags.DEFINE_string(
+    "topology", None, "The TPU slice to compile for: generation:shape in chips (v5e:2x4, "
+    "v6e:4x4, v4:2x2x1, v5p:2x2x2) or an accelerator type (v5e-8, v4-8, v5p-8, v6e-8).")
+_NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "How many such slices (multi-slice).",
+                                   lower_bound=1)
+_MAX_BATCH = flags.DEFINE_bool(
+    "max_batch", False, "Also find the largest batch per chip whose train step fits (compiles "
+    "a few more batch sizes).")
+_JSON = flags.DEFINE_string("json", None, "Also write the report to this JSON file.")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; see --help")
+  config = cli.resolved_config(_CONFIG)
+  if not _TOPOLOGY.value:
+    raise UserError("--topology is required, e.g. --topology=v5e:2x4 (see --help)")
+  topology = tpu.parse_topology(_TOPOLOGY.value)
+  logging.set_verbosity(logging.WARNING)
+  report = compile_report.compile_for_topology(config, topology, _NUM_SLICES.value)
+  print("\n".join(compile_report.describe(report)[:-1]), flush=True)
+  result = compile_report.to_json(report)
+  if _MAX_BATCH.value:
+    largest, compiles = compile_report.largest_batch_per_chip(config, report)
+    result["largest_batch_per_chip"] = largest
+    print(f"largest batch | {largest} sequences per chip fit ({compiles} more compiles)"
+          if largest else f"largest batch | not found ({compiles} more compiles)", flush=True)
+  if _JSON.value:
+    atomic_write(_JSON.value, json.dumps(result, indent=2))
+  print(compile_report.describe(report)[-1], flush=True)
+  if not report.fits:
+    raise SystemExit(1)
+
+
+if __name__ == "__main__":
+  cli.run(main)
