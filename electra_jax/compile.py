@@ -15,6 +15,9 @@ line saying `fits` (exit 0) or `does not fit` (exit 1).
   --topology=v5e:2x4      generation:shape in chips (v4 and v5p: AxBxC), or a
                           Cloud TPU accelerator type: v5e-8, v4-8, v5p-8, v6e-8
   --num_slices=N          N such slices joined over the data-center network
+  --reference             compile a minimal Flax ELECTRA (electra_jax/reference_model.py:
+                          flax.linen's own layers) in place of ours, the yardstick
+                          for FLOPs, bytes and memory
   --max_batch             also find the largest batch per chip whose train step
                           fits, compiling more batch sizes (a few minutes more)
   --json=PATH             also write the report as JSON
@@ -44,6 +47,9 @@ _TOPOLOGY = flags.DEFINE_string(
     "v6e:4x4, v4:2x2x1, v5p:2x2x2) or an accelerator type (v5e-8, v4-8, v5p-8, v6e-8).")
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "How many such slices (multi-slice).",
                                    lower_bound=1)
+_REFERENCE = flags.DEFINE_bool(
+    "reference", False, "Compile the minimal Flax reference model (electra_jax/reference_model.py) "
+    "in place of ours, to compare FLOPs, bytes and memory.")
 _MAX_BATCH = flags.DEFINE_bool(
     "max_batch", False, "Also find the largest batch per chip whose train step fits (compiles "
     "a few more batch sizes).")
@@ -58,7 +64,8 @@ def main(argv: list[str]) -> None:
     raise UserError("--topology is required, e.g. --topology=v5e:2x4 (see --help)")
   topology = tpu.parse_topology(_TOPOLOGY.value)
   logging.set_verbosity(logging.WARNING)
-  report = compile_report.compile_for_topology(config, topology, _NUM_SLICES.value)
+  report = compile_report.compile_for_topology(config, topology, _NUM_SLICES.value,
+                                               _REFERENCE.value)
   print("\n".join(compile_report.describe(report)[:-1]), flush=True)
   result = compile_report.to_json(report)
   if _MAX_BATCH.value:

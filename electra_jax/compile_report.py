@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from electra_jax import flops, program_cost, sharding, tpu
+from electra_jax import flops, program_cost, reference_model, sharding, tpu
 from electra_jax import train_step as train_step_lib
 
 
@@ -49,6 +49,7 @@ class Report:
   model_flops: float  # per step, all chips (flops.step_flops)
   train: CompiledStep
   eval: CompiledStep
+  reference: bool = False  # reference_model.py's model, not ours
 
   @property
   def num_chips(self) -> int:
@@ -91,27 +92,35 @@ def _step_cost(compiled: jax.stages.Compiled, seconds: float) -> CompiledStep:
                       collectives=program_cost.collectives(compiled.as_text()))
 
 
-def compile_train_step(config: ml_collections.ConfigDict,
-                       mesh: jax.sharding.Mesh) -> tuple[CompiledStep, Any]:
-  """The train step's cost on `mesh`, and the state's abstract parameters (for the eval step)."""
-  training = train_step_lib.compile_training(config, mesh)
+def compile_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                       reference: bool = False) -> tuple[CompiledStep, Any]:
+  """The train step's cost on `mesh`, and the state's abstract parameters (for the eval step).
+
+  `reference`: the minimal Flax model (reference_model.py) in place of ours.
+  """
+  model = reference_model.build(config) if reference else None
+  training = train_step_lib.compile_training(config, mesh, model)
   return (_step_cost(training.train_step, training.compile_seconds),
           training.abstract_state.params)
 
 
 def compile_for_topology(config: ml_collections.ConfigDict, topology: tpu.Topology,
-                         num_slices: int = 1) -> Report:
-  """Compiles the config's train and eval steps for `num_slices` slices of `topology`."""
+                         num_slices: int = 1, reference: bool = False) -> Report:
+  """Compiles the config's train and eval steps for `num_slices` slices of `topology`.
+
+  `reference`: the minimal Flax model (reference_model.py) in place of ours.
+  """
   mesh = topology_mesh(config, topology, num_slices)
   sharding.batch_sharding(mesh, config.train.batch_size, config.train.grad_accum_steps)
-  train, abstract_params = compile_train_step(config, mesh)
+  train, abstract_params = compile_train_step(config, mesh, reference)
   start = time.perf_counter()
-  eval_step = train_step_lib.compile_eval_step(config, mesh, abstract_params)
+  eval_step = train_step_lib.compile_eval_step(
+      config, mesh, abstract_params, reference_model.build(config) if reference else None)
   evaluation = _step_cost(eval_step, time.perf_counter() - start)
   return Report(topology=topology, num_slices=num_slices, mesh=dict(mesh.shape),
                 batch_size=config.train.batch_size, length=config.data.max_seq_length,
                 dtype=config.model.dtype, model_flops=flops.step_flops(config)["total"],
-                train=train, eval=evaluation)
+                train=train, eval=evaluation, reference=reference)
 
 
 def largest_batch_per_chip(config: ml_collections.ConfigDict, report: Report,
@@ -132,7 +141,7 @@ def largest_batch_per_chip(config: ml_collections.ConfigDict, report: Report,
   def measure(per_chip: int) -> None:
     shaped = copy.deepcopy(config)
     shaped.train.batch_size = per_chip * slices
-    step, _ = compile_train_step(shaped, mesh)
+    step, _ = compile_train_step(shaped, mesh, report.reference)
     measured[per_chip] = step.memory.total
 
   compiles = 0
@@ -183,6 +192,7 @@ def to_json(report: Report) -> dict[str, Any]:
       num_slices=report.num_slices, chips=report.num_chips, device_kind=chip.device_kind,
       chip=dict(hbm_bytes=chip.hbm_bytes, peak_bf16_flops=chip.peak_bf16_flops,
                 hbm_bytes_per_s=chip.hbm_bytes_per_s),
+      model="reference" if report.reference else "electra_jax",
       mesh=report.mesh, batch_size=report.batch_size, length=report.length, dtype=report.dtype,
       batch_per_chip=report.batch_per_chip, model_flops=report.model_flops,
       model_flops_per_chip=report.model_flops / report.num_chips,
@@ -201,7 +211,8 @@ def describe(report: Report) -> list[str]:
                   f"{chip.hbm_bytes / gib:.0f} GiB HBM, {chip.peak_bf16_flops / 1e12:.0f} "
                   f"TFLOP/s bf16, {chip.hbm_bytes_per_s / 1e9:,.0f} GB/s each"),
       ("mesh", f"{mesh}; batch {report.batch_size} x {report.length} "
-               f"({report.batch_per_chip:g} sequences per chip), {report.dtype}"),
+               f"({report.batch_per_chip:g} sequences per chip), {report.dtype}"
+               + (", the minimal Flax reference model" if report.reference else "")),
   ]
   for name, step in (("train step", report.train), ("eval step", report.eval)):
     m = step.memory

@@ -11,6 +11,7 @@ import functools
 import time
 from typing import Any, Callable, NamedTuple
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -159,15 +160,18 @@ class CompiledTraining(NamedTuple):
   compile_seconds: float
 
 
-def compile_training(config: ml_collections.ConfigDict, mesh: Mesh) -> CompiledTraining:
+def compile_training(config: ml_collections.ConfigDict, mesh: Mesh,
+                     model: nn.Module | None = None) -> CompiledTraining:
   """Compiles the train step for `mesh` from shapes alone.
 
   Nothing is allocated until `init_state()` is called, so a model too big for
   this machine still compiles and reports what it would need (`train.dry_run`).
+  `model` defaults to the config's, with the forms of its operations chosen for
+  the mesh's devices (target.py); the compile CLI passes a reference model.
   """
   start = time.perf_counter()
   choices = target.choices(mesh.devices.flat, config.model.dtype)
-  model = electra.build_pretrainer(config, choices.ops)
+  model = model or electra.build_pretrainer(config, choices.ops)
   optimizer = optim.build_optimizer(config)
   rules = sharding.axis_rules(config.mesh)
   init = functools.partial(create_train_state, config, model, optimizer)
@@ -198,11 +202,12 @@ def abstract_train_state(config: ml_collections.ConfigDict, mesh: Mesh,
   return sharding.abstract_sharded(init, mesh, sharding.axis_rules(config.mesh))
 
 
-def compile_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, abstract_params: Any
+def compile_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, abstract_params: Any,
+                      model: nn.Module | None = None
                       ) -> Callable[[Any, Batch, jax.Array], tuple[dict, dict]]:
   """Compiles the eval step for parameters laid out as `abstract_params` say."""
-  model = electra.build_pretrainer(config,
-                                   target.choices(mesh.devices.flat, config.model.dtype).ops)
+  model = model or electra.build_pretrainer(
+      config, target.choices(mesh.devices.flat, config.model.dtype).ops)
   rules = sharding.axis_rules(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh, config.train.batch_size)
   param_shardings = jax.tree.map(lambda x: x.sharding, abstract_params)

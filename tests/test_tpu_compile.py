@@ -10,13 +10,15 @@ import json
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from conftest import REPO, load_config
-from electra_jax import compile_report, program_cost, sharding, tpu
+from electra_jax import compile_report, program_cost, reference_model, sharding, tpu
 from electra_jax import train_step as train_step_lib
 from electra_jax.cpu import SCOPE
 from electra_jax.errors import UserError
+from electra_jax.models import electra
 
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                   reason='needs libtpu: pip install -e ".[tpu]"')
@@ -153,7 +155,7 @@ def test_the_largest_batch_is_compiled_and_the_next_one_is_too_large(monkeypatch
   largest = max(b for b in range(1, 1000) if used(b) <= 16 * 2**30)
   compiled = []
 
-  def fake_compile(config, mesh):
+  def fake_compile(config, mesh, reference):
     per_chip = config.train.batch_size // 8
     compiled.append(per_chip)
     return fake_report(used(per_chip)).train, None
@@ -164,3 +166,11 @@ def test_the_largest_batch_is_compiled_and_the_next_one_is_too_large(monkeypatch
       load_config("tiny"), fake_report(used(start), batch_per_chip=start))
   assert found == largest and largest in compiled and largest + 1 in compiled + [start]
   assert compiles <= 6
+
+
+@pytest.mark.parametrize("name", ["tiny", "base"])
+def test_the_reference_model_has_our_parameter_count(name):
+  config = load_config(name)
+  count = lambda model: sum(x.size for x in jax.tree.leaves(jax.eval_shape(
+      lambda: electra.init_params(model, jax.random.PRNGKey(0), 16, 3))))
+  assert count(reference_model.build(config)) == count(electra.build_pretrainer(config))

@@ -1,0 +1,110 @@
+r"""What the paper's configs need on TPU slices: `python -m electra_jax.compile` over a grid.
+
+  python -m benchmarks.tpu_table --out=/tmp/tpu_table [--jobs=2]
+
+runs the compile CLI (with --max_batch) for tiny, small, base and large at
+their paper batch sizes (tiny and small 128, base 256, large 2048) and at
+lengths 128 and 512, in bfloat16, on v5e-8, v4-8, v5p-8 and v6e-8, one
+process per row, --jobs at a time, keeping each row's JSON in --out (a row
+whose JSON is there is not compiled again). Then, for large at 2048 x 512,
+it looks for the smallest slice of each generation where the step fits with
+its parameters and optimizer state sharded over every chip (mesh.fsdp).
+Prints the markdown tables of docs/tpu.md, with the command of each row.
+"""
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+
+from absl import app, flags
+
+_OUT = flags.DEFINE_string("out", None, "Directory for each row's JSON report (kept between runs).")
+_JOBS = flags.DEFINE_integer("jobs", 2, "Compiles run at once (each takes about one core).")
+_SIZES = flags.DEFINE_list("sizes", ["tiny", "small", "base", "large"], "Configs to compile.")
+
+PAPER_BATCH = {"tiny": 128, "small": 128, "base": 256, "large": 2048}
+LENGTHS = (128, 512)
+SLICES = ("v5e-8", "v4-8", "v5p-8", "v6e-8")
+# Slices tried for large at 2048 x 512, smallest first, with the mesh all fsdp.
+LARGER_SLICES = {"v5e": ("v5e-8", "v5e-16", "v5e-32", "v5e-64", "v5e-128", "v5e-256"),
+                 "v4": ("v4-8", "v4-16", "v4-32", "v4-64", "v4-128", "v4-256"),
+                 "v5p": ("v5p-8", "v5p-16", "v5p-32", "v5p-64", "v5p-128"),
+                 "v6e": ("v6e-8", "v6e-16", "v6e-32", "v6e-64", "v6e-128", "v6e-256")}
+FSDP = ("--config.mesh.data=1", "--config.mesh.fsdp=-1")
+
+
+def command(size: str, length: int, topology: str, *extra: str) -> list[str]:
+  return ["python", "-m", "electra_jax.compile", f"--config=configs/{size}.py",
+          f"--config.train.batch_size={PAPER_BATCH[size]}",
+          f"--config.data.max_seq_length={length}", "--config.model.dtype=bfloat16",
+          f"--topology={topology}", *extra]
+
+
+def run(argv: list[str], path: str) -> dict | None:
+  """The report of one compile (from `path` if an earlier run wrote it)."""
+  if not os.path.exists(path):
+    result = subprocess.run([sys.executable, *argv[1:], f"--json={path}"], capture_output=True,
+                            text=True, check=False)
+    if result.returncode not in (0, 1) or not os.path.exists(path):
+      print(f"failed: {' '.join(argv)}\n{result.stderr[-2000:]}", file=sys.stderr, flush=True)
+      return None
+  with open(path, encoding="utf-8") as f:
+    report = json.load(f)
+  report["command"] = " ".join(argv)
+  return report
+
+
+def row(report: dict) -> str:
+  gib = 2.0**30
+  mesh = " x ".join(str(size) for size in report["mesh"].values())
+  largest = report.get("largest_batch_per_chip")
+  return " | ".join([
+      "", f"{report['accelerator_type']} ({report['chips']} chips)", mesh,
+      f"{report['batch_size']} x {report['length']}",
+      f"{report['train']['memory']['total'] / gib:.2f} GiB" + ("" if report["fits"] else " (no)"),
+      f"{report['train']['collective_bytes'] / 1e9:.2f} GB",
+      str(largest) if largest else "none",
+      f"{100 * report['mfu_bound']:.0f}%", f"`{report['command']}`", ""]).strip()
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if not _OUT.value:
+    raise app.UsageError("--out is required")
+  os.makedirs(_OUT.value, exist_ok=True)
+  jobs = [(size, length, topology) for size in _SIZES.value for length in LENGTHS
+          for topology in SLICES]
+  with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
+    reports = list(pool.map(
+        lambda job: run(command(*job, "--max_batch"),
+                        os.path.join(_OUT.value, "{}-{}-{}.json".format(*job))), jobs))
+  print("| slice | mesh (data x fsdp x tensor) | batch x length | memory per chip (train) | "
+        "collective bytes per step | largest batch per chip | roofline MFU bound | command |")
+  print("|---|---|---|---|---|---|---|---|")
+  for (size, _, _), report in zip(jobs, reports):
+    if report:
+      print(f"| {size} " + row(report))
+  if "large" not in _SIZES.value:
+    return
+  print("\nlarge at 2048 x 512, parameters and optimizer state sharded over every chip:")
+  with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
+    for generation, report in zip(LARGER_SLICES, pool.map(smallest_fitting_slice,
+                                                          LARGER_SLICES.values())):
+      print("| large " + row(report) if report else
+            f"| large | no {generation} slice up to {LARGER_SLICES[generation][-1]} |")
+
+
+def smallest_fitting_slice(slices: tuple[str, ...]) -> dict | None:
+  """The report of large at 2048 x 512, all fsdp, on the first of `slices` where it fits."""
+  for topology in slices:
+    report = run(command("large", 512, topology, *FSDP),
+                 os.path.join(_OUT.value, f"large-fsdp-{topology}.json"))
+    if report and report["fits"]:
+      return report
+  return None
+
+
+if __name__ == "__main__":
+  app.run(main)
