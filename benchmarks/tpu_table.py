@@ -23,6 +23,8 @@ from absl import app, flags
 _OUT = flags.DEFINE_string("out", None, "Directory for each row's JSON report (kept between runs).")
 _JOBS = flags.DEFINE_integer("jobs", 2, "Compiles run at once (each takes about one core).")
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "small", "base", "large"], "Configs to compile.")
+_MAX_BATCH = flags.DEFINE_integer("max_batch", 5, "--max_batch of each row: compiles allowed "
+                                  "in the search for the largest batch per chip.")
 
 PAPER_BATCH = {"tiny": 128, "small": 128, "base": 256, "large": 2048}
 LENGTHS = (128, 512)
@@ -56,17 +58,33 @@ def run(argv: list[str], path: str) -> dict | None:
   return report
 
 
+def largest_batch(search: dict | None) -> str:
+  if not search:
+    return "not searched"
+  if search["fits"] is None:
+    return "none" + (f" ({search['too_large']} does not fit)" if search["too_large"] else "")
+  if search["too_large"] == search["fits"] + 1:
+    return str(search["fits"])
+  return f"{search['fits']} to {search['too_large'] - 1}" if search["too_large"] else (
+      f"{search['fits']} or more")
+
+
 def row(report: dict) -> str:
   gib = 2.0**30
+  train = report["train"]
   mesh = " x ".join(str(size) for size in report["mesh"].values())
-  largest = report.get("largest_batch_per_chip")
+  if train["memory"]:
+    memory = f"{train['memory']['total'] / gib:.2f} GiB" + ("" if report["fits"] else " (no)")
+    collective = f"{train['collective_bytes'] / 1e9:.2f} GB"
+    bound = f"{100 * report['mfu_bound']:.0f}%"
+  else:
+    memory = f"does not fit: temporaries {train['needed_bytes'] / gib:.1f} GiB"
+    collective = bound = "-"
   return " | ".join([
       "", f"{report['accelerator_type']} ({report['chips']} chips)", mesh,
-      f"{report['batch_size']} x {report['length']}",
-      f"{report['train']['memory']['total'] / gib:.2f} GiB" + ("" if report["fits"] else " (no)"),
-      f"{report['train']['collective_bytes'] / 1e9:.2f} GB",
-      str(largest) if largest else "none",
-      f"{100 * report['mfu_bound']:.0f}%", f"`{report['command']}`", ""]).strip()
+      f"{report['batch_size']} x {report['length']}", memory, collective,
+      largest_batch(report.get("largest_batch_per_chip")), bound, f"`{report['command']}`",
+      ""]).strip()
 
 
 def main(argv: list[str]) -> None:
@@ -78,7 +96,7 @@ def main(argv: list[str]) -> None:
           for topology in SLICES]
   with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
     reports = list(pool.map(
-        lambda job: run(command(*job, "--max_batch"),
+        lambda job: run(command(*job, f"--max_batch={_MAX_BATCH.value}"),
                         os.path.join(_OUT.value, "{}-{}-{}.json".format(*job))), jobs))
   print("| slice | mesh (data x fsdp x tensor) | batch x length | memory per chip (train) | "
         "collective bytes per step | largest batch per chip | roofline MFU bound | command |")
@@ -99,7 +117,7 @@ def main(argv: list[str]) -> None:
 def smallest_fitting_slice(slices: tuple[str, ...]) -> dict | None:
   """The report of large at 2048 x 512, all fsdp, on the first of `slices` where it fits."""
   for topology in slices:
-    report = run(command("large", 512, topology, *FSDP),
+    report = run(command("large", 512, topology, *FSDP, f"--max_batch={_MAX_BATCH.value}"),
                  os.path.join(_OUT.value, f"large-fsdp-{topology}.json"))
     if report and report["fits"]:
       return report

@@ -5,12 +5,16 @@ and `compile_eval_step`, the functions a run compiles them with for its own
 devices, on a mesh of the slice's compile-only devices (tpu.py), and reports
 per chip: memory against the chip's HBM, XLA's FLOPs and bytes accessed beside
 the model FLOPs, the roofline bound on the step's time and the MFU it allows,
-and the collectives in the compiled program. `largest_batch_per_chip` finds
-the largest batch that still fits by compiling more batch sizes.
+and the collectives in the compiled program. A step that needs more HBM than
+the chip has is refused by XLA's TPU compiler itself; the report then gives
+the compiler's figures. `largest_batch_per_chip` finds the largest batch that
+still fits by compiling more batch sizes.
 """
 
 import copy
 import dataclasses
+import math
+import re
 import time
 from typing import Any
 
@@ -21,19 +25,31 @@ from electra_jax import flops, program_cost, reference_model, sharding, tpu
 from electra_jax import train_step as train_step_lib
 
 
+# XLA's TPU compiler refusing a program that needs more HBM than the chip has.
+_OUT_OF_MEMORY = re.compile(r"RESOURCE_EXHAUSTED: Ran out of memory.*?required for ([\w ]+?) "
+                            r"\(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)", re.DOTALL)
+
+
 @dataclasses.dataclass(frozen=True)
 class CompiledStep:
-  """What one compiled step costs a chip."""
+  """What one compiled step costs a chip; `memory` None where XLA refused it (`refusal`)."""
 
   compile_seconds: float
-  memory: program_cost.Memory
-  flops: float  # XLA's count, per chip
-  bytes_accessed: float  # XLA's count, per chip
-  collectives: dict[str, program_cost.Collective]
+  memory: program_cost.Memory | None
+  flops: float = math.nan  # XLA's count, per chip
+  bytes_accessed: float = math.nan  # XLA's count, per chip
+  collectives: dict[str, program_cost.Collective] = dataclasses.field(default_factory=dict)
+  refusal: str = ""  # what the compiler said the step needs, where it would not fit
+  needed_bytes: float = math.nan  # the compiler's figure, where it refused
 
   @property
   def collective_bytes(self) -> int:
     return sum(c.bytes for c in self.collectives.values())
+
+  @property
+  def total_bytes(self) -> float:
+    """Memory per chip: the compiled step's total, or what the compiler said it needs."""
+    return self.memory.total if self.memory else self.needed_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +79,8 @@ class Report:
   @property
   def fits(self) -> bool:
     hbm = self.topology.chip.hbm_bytes
-    return self.train.memory.total <= hbm and self.eval.memory.total <= hbm
+    return all(step.memory is not None and step.memory.total <= hbm
+               for step in (self.train, self.eval))
 
   @property
   def roofline_seconds(self) -> float:
@@ -92,6 +109,18 @@ def _step_cost(compiled: jax.stages.Compiled, seconds: float) -> CompiledStep:
                       collectives=program_cost.collectives(compiled.as_text()))
 
 
+def _refused(error: jax.errors.JaxRuntimeError, seconds: float) -> CompiledStep | None:
+  """The step XLA refused for lack of HBM, from its message; None for any other error."""
+  match = _OUT_OF_MEMORY.search(str(error))
+  if not match:
+    return None
+  what, needed, available = match.groups()
+  return CompiledStep(compile_seconds=seconds, memory=None,
+                      refusal=f"XLA's compiler: {what} need {needed} GiB, {available} GiB of "
+                              "HBM available",
+                      needed_bytes=float(needed) * 2**30)
+
+
 def compile_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                        reference: bool = False) -> tuple[CompiledStep, Any]:
   """The train step's cost on `mesh`, and the state's abstract parameters (for the eval step).
@@ -99,7 +128,14 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   `reference`: the minimal Flax model (reference_model.py) in place of ours.
   """
   model = reference_model.build(config) if reference else None
-  training = train_step_lib.compile_training(config, mesh, model)
+  start = time.perf_counter()
+  try:
+    training = train_step_lib.compile_training(config, mesh, model)
+  except jax.errors.JaxRuntimeError as error:
+    refused = _refused(error, time.perf_counter() - start)
+    if refused is None:
+      raise
+    return refused, None
   return (_step_cost(training.train_step, training.compile_seconds),
           training.abstract_state.params)
 
@@ -113,74 +149,118 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: tpu.Topolo
   mesh = topology_mesh(config, topology, num_slices)
   sharding.batch_sharding(mesh, config.train.batch_size, config.train.grad_accum_steps)
   train, abstract_params = compile_train_step(config, mesh, reference)
-  start = time.perf_counter()
-  eval_step = train_step_lib.compile_eval_step(
-      config, mesh, abstract_params, reference_model.build(config) if reference else None)
-  evaluation = _step_cost(eval_step, time.perf_counter() - start)
+  if train.memory is None:
+    evaluation = CompiledStep(0.0, None, refusal="not compiled, since the train step does not fit")
+  else:
+    start = time.perf_counter()
+    try:
+      eval_step = train_step_lib.compile_eval_step(
+          config, mesh, abstract_params, reference_model.build(config) if reference else None)
+      evaluation = _step_cost(eval_step, time.perf_counter() - start)
+    except jax.errors.JaxRuntimeError as error:
+      evaluation = _refused(error, time.perf_counter() - start)
+      if evaluation is None:
+        raise
   return Report(topology=topology, num_slices=num_slices, mesh=dict(mesh.shape),
                 batch_size=config.train.batch_size, length=config.data.max_seq_length,
                 dtype=config.model.dtype, model_flops=flops.step_flops(config)["total"],
                 train=train, eval=evaluation, reference=reference)
 
 
-def largest_batch_per_chip(config: ml_collections.ConfigDict, report: Report,
-                           max_compiles: int = 8) -> tuple[int | None, int]:
-  """The largest batch per batch slice whose train step fits the chip, and the compiles it took.
+@dataclasses.dataclass(frozen=True)
+class BatchSearch:
+  """The largest batch per chip that fits, as far as the compiles went: exact where
+  `too_large` is `fits` + 1."""
 
-  Memory grows about linearly with the batch, so each guess comes from a line
-  through the two nearest sizes measured, and is then compiled to check: the
-  answer is a size that was compiled and fits, with the next size compiled and
-  found too large. None where even one sequence per chip does not fit, or
-  the compiles ran out before the two were found.
+  fits: int | None  # the largest batch per chip compiled and found to fit
+  too_large: int | None  # the smallest compiled and found too large
+  compiles: int
+
+  def describe(self) -> str:
+    if self.fits is None:
+      return f"none fits ({self.compiles} more compiles)"
+    if self.too_large == self.fits + 1:
+      return f"{self.fits} sequences per chip ({self.compiles} more compiles)"
+    bound = f", {self.too_large} do not" if self.too_large else ""
+    return f"at least {self.fits} sequences per chip{bound} ({self.compiles} more compiles)"
+
+
+def largest_batch_per_chip(config: ml_collections.ConfigDict, report: Report,
+                           max_compiles: int = 8) -> BatchSearch:
+  """The largest batch per batch slice (data x fsdp) whose train step fits the chip.
+
+  Memory grows about linearly with the batch, so once two sizes fit, the guess
+  is where the line through the largest two (at least a tenth apart) reaches
+  the HBM, 2% of it lower after each guess that did not fit; after a guess that
+  fits, the next size up is tried. Before two sizes fit, the interval between
+  the sizes known to fit and not to fit is halved; where none fits yet, the
+  batch is scaled down by what the compiler said the smallest refused one
+  needs, if that is more than halving. Every size is compiled; after `max_compiles` the search stops with
+  the sizes it has.
   """
   mesh = topology_mesh(config, report.topology, report.num_slices)
   slices = report.mesh["data"] * report.mesh["fsdp"] * config.train.grad_accum_steps
   hbm = report.topology.chip.hbm_bytes
-  measured = {int(report.batch_per_chip): report.train.memory.total}
+  fitting, too_large = {}, {}  # batch per chip -> memory per chip (refused: the compiler's)
 
-  def measure(per_chip: int) -> None:
-    shaped = copy.deepcopy(config)
-    shaped.train.batch_size = per_chip * slices
-    step, _ = compile_train_step(shaped, mesh, report.reference)
-    measured[per_chip] = step.memory.total
+  def record(per_chip: int, step: CompiledStep) -> None:
+    if step.memory is not None and step.memory.total <= hbm:
+      fitting[per_chip] = step.memory.total
+    else:
+      too_large[per_chip] = step.total_bytes
 
-  compiles = 0
-  while compiles < max_compiles:
-    low = max((b for b, used in measured.items() if used <= hbm), default=0)
-    high = min((b for b, used in measured.items() if used > hbm), default=None)
-    if high is not None and high - low == 1:
-      return (low or None), compiles
-    if compiles < max_compiles // 2:
-      guess = _line_guess(measured, low, high, hbm)
-    else:  # the line did not close in: halve the interval
-      guess = (low + high) // 2 if high is not None else 2 * low
+  record(int(report.batch_per_chip), report.train)
+  compiles, line_guess, aim = 0, None, hbm  # the last guess, where the line made it
+  while True:
+    low, high = max(fitting, default=0), min(too_large, default=None)
+    if (high is not None and high - low == 1) or compiles == max_compiles:
+      return BatchSearch(low or None, high, compiles)
+    if line_guess in fitting:  # the line's guess fits: is the next size too large?
+      guess, line_guess, aim = low + 1, None, hbm
+    elif _line_guess(fitting, aim) is not None:
+      if line_guess is not None:  # it did not fit: memory grows faster than the line; aim lower
+        aim -= 0.02 * hbm
+      guess = line_guess = _line_guess(fitting, aim)
+    elif not fitting and not math.isnan(too_large[high]):
+      # Nothing fits yet: scale the batch down by what the compiler said it needs,
+      # at least halving it.
+      guess, line_guess = int(high * min(hbm / too_large[high], 0.5)), None
+    else:  # no line yet: halve (or double, with no upper end)
+      guess, line_guess = (low + high) // 2 if high is not None else 2 * low, None
     guess = max(guess, low + 1)
-    measure(guess if high is None else min(guess, high - 1))
+    if high is not None:
+      guess = min(guess, high - 1)
+    line_guess = line_guess and guess
+    shaped = copy.deepcopy(config)
+    shaped.train.batch_size = guess * slices
+    record(guess, compile_train_step(shaped, mesh, report.reference)[0])
     compiles += 1
-  return None, compiles
 
 
-def _line_guess(measured: dict[int, int], low: int, high: int | None, hbm: float) -> int:
-  """The batch where a line through the two measured sizes nearest the limit reaches `hbm`."""
-  if high is not None and low:
-    points = [low, high]
-  elif low:  # everything measured fits
-    points = sorted(measured)[-2:]
-  else:  # nothing measured fits
-    points = sorted(measured)[:2]
-  if len(points) < 2:
-    return 2 * low if low else max(1, points[0] // 2)
-  (b0, m0), (b1, m1) = ((b, measured[b]) for b in points)
-  slope = (m1 - m0) / (b1 - b0)
-  if slope <= 0:
-    return 2 * max(points)
-  return int(b0 + (hbm - m0) / slope)
+def _line_guess(fitting: dict[int, float], hbm: float) -> int | None:
+  """Where the line through the largest fitting size and one at least a tenth below it
+  (the next largest such; else the smallest) reaches `hbm`. None without two sizes.
+
+  Memory is affine in the batch only roughly (tiling pads small arrays), so
+  two sizes close together give a poor slope.
+  """
+  if len(fitting) < 2:
+    return None
+  b1 = max(fitting)
+  below = [b for b in fitting if b <= 0.9 * b1] or [min(fitting)]
+  b0 = max(below)
+  if b0 == b1:
+    return None
+  slope = (fitting[b1] - fitting[b0]) / (b1 - b0)
+  return int(b1 + (hbm - fitting[b1]) / slope) if slope > 0 else None
 
 
 def _step_json(step: CompiledStep) -> dict[str, Any]:
-  return dict(compile_seconds=step.compile_seconds, memory=dict(
-      dataclasses.asdict(step.memory), total=step.memory.total),
-              flops=step.flops, bytes_accessed=step.bytes_accessed,
+  memory = step.memory and dict(dataclasses.asdict(step.memory), total=step.memory.total)
+  finite = lambda x: None if math.isnan(x) else x
+  return dict(compile_seconds=step.compile_seconds, memory=memory, refusal=step.refusal or None,
+              needed_bytes=finite(step.needed_bytes), flops=finite(step.flops),
+              bytes_accessed=finite(step.bytes_accessed),
               collectives={kind: dataclasses.asdict(c) for kind, c in step.collectives.items()},
               collective_bytes=step.collective_bytes)
 
@@ -197,11 +277,15 @@ def to_json(report: Report) -> dict[str, Any]:
       batch_per_chip=report.batch_per_chip, model_flops=report.model_flops,
       model_flops_per_chip=report.model_flops / report.num_chips,
       train=_step_json(report.train), eval=_step_json(report.eval),
-      roofline_seconds=report.roofline_seconds, mfu_bound=report.mfu_bound, fits=report.fits)
+      roofline_seconds=report.roofline_seconds if report.train.memory else None,
+      mfu_bound=report.mfu_bound if report.train.memory else None, fits=report.fits)
 
 
-def describe(report: Report) -> list[str]:
-  """The report as table rows: (label, value) lines for people."""
+def describe(report: Report, largest_batch: BatchSearch | None = None) -> list[str]:
+  """The report as lines for people: a table, then the verdict.
+
+  `largest_batch`: `largest_batch_per_chip`'s answer, where it was asked.
+  """
   chip, gib = report.topology.chip, 2.0**30
   mesh = " x ".join(f"{axis} {size}" for axis, size in report.mesh.items())
   rows = [
@@ -216,27 +300,32 @@ def describe(report: Report) -> list[str]:
   ]
   for name, step in (("train step", report.train), ("eval step", report.eval)):
     m = step.memory
-    rows.append((f"{name} memory", (
+    rows.append((f"{name} memory", f"does not fit: {step.refusal}" if m is None else (
         f"{m.total / gib:.2f} GiB per chip of {chip.hbm_bytes / gib:.0f} GiB = arguments "
         f"{m.arguments / gib:.2f} + temporaries {m.temporaries / gib:.2f} + outputs not "
         f"written in place {(m.outputs - m.aliased) / gib:.2f} + code "
         f"{m.generated_code / gib:.2f} GiB")))
   t = report.train
-  compute_s, memory_s = t.flops / chip.peak_bf16_flops, t.bytes_accessed / chip.hbm_bytes_per_s
-  rows += [
-      ("train FLOPs", f"{t.flops:.3g} per chip (XLA), {report.model_flops / report.num_chips:.3g}"
-                      " model FLOPs per chip (electra_jax.flops)"),
-      ("train bytes", f"{t.bytes_accessed / 1e9:.3g} GB accessed per chip (XLA)"),
-      ("roofline bound", f"at least {report.roofline_seconds:.3g} s per step (compute "
-                         f"{compute_s:.3g} s, HBM traffic {memory_s:.3g} s): MFU at most "
-                         f"{100 * report.mfu_bound:.1f}% (a bound, not a measurement)"),
-      ("collectives", "; ".join(f"{kind} x{c.count} {c.bytes / 1e6:,.1f} MB"
-                                for kind, c in t.collectives.items()) or "none"),
-      ("compile time", f"train {t.compile_seconds:.1f} s, eval {report.eval.compile_seconds:.1f} s"),
-  ]
+  if t.memory is not None:
+    compute_s, memory_s = t.flops / chip.peak_bf16_flops, t.bytes_accessed / chip.hbm_bytes_per_s
+    rows += [
+        ("train FLOPs", f"{t.flops:.3g} per chip (XLA), "
+                        f"{report.model_flops / report.num_chips:.3g} model FLOPs per chip "
+                        "(electra_jax.flops)"),
+        ("train bytes", f"{t.bytes_accessed / 1e9:.3g} GB accessed per chip (XLA)"),
+        ("roofline bound", f"at least {report.roofline_seconds:.3g} s per step (compute "
+                           f"{compute_s:.3g} s, HBM traffic {memory_s:.3g} s): MFU at most "
+                           f"{100 * report.mfu_bound:.1f}% (a bound, not a measurement)"),
+        ("collectives", "; ".join(f"{kind} x{c.count} {c.bytes / 1e6:,.1f} MB"
+                                  for kind, c in t.collectives.items()) or "none"),
+    ]
+  rows.append(("compile time", f"train {t.compile_seconds:.1f} s, "
+                               f"eval {report.eval.compile_seconds:.1f} s"))
+  if largest_batch is not None:
+    rows.append(("largest batch", largest_batch.describe()))
   width = max(len(label) for label, _ in rows)
   lines = [f"{label:<{width}} | {value}" for label, value in rows]
-  used = max(t.memory.total, report.eval.memory.total)
+  used = max(step.total_bytes for step in (t, report.eval) if not math.isnan(step.total_bytes))
   lines.append(("fits" if report.fits else "does not fit") +
                f": {used / gib:.2f} GiB of {chip.hbm_bytes / gib:.0f} GiB per chip")
   return lines

@@ -5,6 +5,7 @@ skip without it; the topology names, the HLO reading and the batch search are
 tested without.
 """
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -140,6 +141,22 @@ def fake_report(total_bytes: int, batch_per_chip: int = 8) -> compile_report.Rep
       dtype="bfloat16", model_flops=8 * 3e12, train=step, eval=step)
 
 
+def test_a_step_the_compiler_refuses_does_not_fit_and_says_what_it_needs():
+  error = jax.errors.JaxRuntimeError(
+      "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+      "temporaries (41.95G) exceeds available HBM (15.75G).")
+  refused = compile_report._refused(error, 3.0)  # pylint: disable=protected-access
+  assert refused.needed_bytes == pytest.approx(41.95 * 2**30)
+  assert "41.95 GiB" in refused.refusal and "15.75 GiB" in refused.refusal
+  assert compile_report._refused(jax.errors.JaxRuntimeError("INTERNAL: other"), 1.0) is None
+  report = dataclasses.replace(fake_report(1), train=refused)
+  assert not report.fits
+  lines = compile_report.describe(report)
+  assert lines[-1].startswith("does not fit: 41.95 GiB")
+  assert any("does not fit: XLA's compiler" in line for line in lines)
+  assert compile_report.to_json(report)["train"]["memory"] is None
+
+
 def test_the_verdict_and_the_roofline_bound():
   assert fake_report(15 * 2**30).fits and not fake_report(17 * 2**30).fits
   report = fake_report(1)
@@ -148,24 +165,36 @@ def test_the_verdict_and_the_roofline_bound():
   assert report.mfu_bound == pytest.approx(3e12 / 197e12 / (1e11 / 819e9))
 
 
-@pytest.mark.parametrize("start", [1, 8, 40, 300])
-def test_the_largest_batch_is_compiled_and_the_next_one_is_too_large(monkeypatch, start):
-  """Memory = 2 GiB + 0.117 GiB per sequence (not quite linear): 119 sequences fit 16 GiB."""
-  used = lambda b: int((2 + 0.117 * b + 1e-5 * b * b) * 2**30)
-  largest = max(b for b in range(1, 1000) if used(b) <= 16 * 2**30)
+@pytest.mark.parametrize("start, fixed, per_sequence", [
+    (1, 2, 0.117), (8, 2, 0.117), (40, 2, 0.117), (300, 2, 0.117),  # 118 fit
+    (16, 0.05, 0.004),  # the tiny config: thousands fit
+])
+def test_the_largest_batch_is_compiled_and_the_next_one_is_too_large(monkeypatch, start, fixed,
+                                                                      per_sequence):
+  """Memory = fixed + per_sequence x batch (GiB), and a little more: not quite linear."""
+  used = lambda b: int((fixed + per_sequence * b + 1e-5 * b * b * per_sequence) * 2**30)
+  largest = max(b for b in range(1, 10_000) if used(b) <= 16 * 2**30)
   compiled = []
 
   def fake_compile(config, mesh, reference):
+    """A compile; XLA refuses a step too large, naming its temporaries only."""
     per_chip = config.train.batch_size // 8
     compiled.append(per_chip)
+    if used(per_chip) > 16 * 2**30:
+      return compile_report.CompiledStep(1.0, None, refusal="too large",
+                                         needed_bytes=used(per_chip) - 2 * 2**30), None
     return fake_report(used(per_chip)).train, None
 
   monkeypatch.setattr(compile_report, "topology_mesh", lambda *args: None)
   monkeypatch.setattr(compile_report, "compile_train_step", fake_compile)
-  found, compiles = compile_report.largest_batch_per_chip(
+  search = compile_report.largest_batch_per_chip(
       load_config("tiny"), fake_report(used(start), batch_per_chip=start))
-  assert found == largest and largest in compiled and largest + 1 in compiled + [start]
-  assert compiles <= 6
+  assert search.fits <= largest < search.too_large  # never wrong, whether exact or not
+  assert search.fits in compiled + [start] and search.too_large in compiled + [start]
+  if fixed == 2:  # nearly linear: found exactly, in a few compiles
+    assert (search.fits, search.too_large) == (largest, largest + 1) and search.compiles <= 6
+  else:  # thousands: within 2%
+    assert search.too_large - search.fits <= 0.02 * largest
 
 
 @pytest.mark.parametrize("name", ["tiny", "base"])
@@ -174,3 +203,12 @@ def test_the_reference_model_has_our_parameter_count(name):
   count = lambda model: sum(x.size for x in jax.tree.leaves(jax.eval_shape(
       lambda: electra.init_params(model, jax.random.PRNGKey(0), 16, 3))))
   assert count(reference_model.build(config)) == count(electra.build_pretrainer(config))
+
+
+def test_no_batch_is_found_where_one_sequence_does_not_fit(monkeypatch):
+  refused = compile_report.CompiledStep(1.0, None, refusal="too large", needed_bytes=20 * 2**30)
+  monkeypatch.setattr(compile_report, "topology_mesh", lambda *args: None)
+  monkeypatch.setattr(compile_report, "compile_train_step", lambda *args: (refused, None))
+  report = dataclasses.replace(fake_report(1, batch_per_chip=8), train=refused)
+  assert compile_report.largest_batch_per_chip(
+      load_config("tiny"), report) == compile_report.BatchSearch(None, 1, 3)
