@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from electra_jax import config as config_lib
-from electra_jax import target
+from electra_jax import target, tpu
 
 # Per JAX device, (bfloat16, float32) FLOP/s. float32 matmuls at JAX's default
 # precision run as TF32 on NVIDIA Ampere and newer, and as bfloat16 passes on TPU.
-# TPU v2 and v3 show each TensorCore as a device; later TPUs show a chip.
+# TPU v2 and v3 show each TensorCore as a device; later TPUs show a chip (tpu.py).
 # Matched against `device.device_kind` in this order (first match wins).
 DEVICE_PEAKS: tuple[tuple[str, float, float], ...] = (
     ("H100 PCIe", 756e12, 378e12),
@@ -37,10 +37,9 @@ DEVICE_PEAKS: tuple[tuple[str, float, float], ...] = (
     ("V100", 125e12, 15.7e12),  # no bfloat16 units: the float16 tensor-core rate
     ("TPU v2", 22.5e12, 22.5e12),
     ("TPU v3", 61.5e12, 61.5e12),
-    ("TPU v4", 275e12, 275e12),
-    ("TPU v5 lite", 197e12, 197e12),
-    ("TPU v5", 459e12, 459e12),  # v5p
-    ("TPU v6 lite", 918e12, 918e12),
+    # Longest names first: "TPU v5 lite" before "TPU v5".
+    *((chip.device_kind, chip.peak_bf16_flops, chip.peak_bf16_flops)
+      for chip in sorted(tpu.CHIPS, key=lambda chip: -len(chip.device_kind))),
 )
 
 
