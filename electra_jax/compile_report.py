@@ -189,14 +189,14 @@ def largest_batch_per_chip(config: ml_collections.ConfigDict, report: Report,
                            max_compiles: int = 8) -> BatchSearch:
   """The largest batch per batch slice (data x fsdp) whose train step fits the chip.
 
-  Memory grows about linearly with the batch, so once two sizes fit, the guess
-  is where the line through the largest two (at least a tenth apart) reaches
-  the HBM, 2% of it lower after each guess that did not fit; after a guess that
-  fits, the next size up is tried. Before two sizes fit, the interval between
-  the sizes known to fit and not to fit is halved; where none fits yet, the
-  batch is scaled down by what the compiler said the smallest refused one
-  needs, if that is more than halving. Every size is compiled; after `max_compiles` the search stops with
-  the sizes it has.
+  Memory grows about linearly with the batch, so once two sizes fit, the
+  guess is where the line through the largest two (at least a tenth apart)
+  reaches the HBM, aiming 2% lower after each such guess that did not fit, and
+  growing 4x at most; after such a guess fits, the next size up is tried.
+  Before two sizes fit, the size doubles, or halves the interval up to the
+  smallest refused one where that is less; where nothing fits yet, the refused
+  size is scaled down by what the compiler said it needs. Every size is compiled; after `max_compiles` the search
+  stops with the sizes it has.
   """
   mesh = topology_mesh(config, report.topology, report.num_slices)
   slices = report.mesh["data"] * report.mesh["fsdp"] * config.train.grad_accum_steps
@@ -210,27 +210,31 @@ def largest_batch_per_chip(config: ml_collections.ConfigDict, report: Report,
       too_large[per_chip] = step.total_bytes
 
   record(int(report.batch_per_chip), report.train)
-  compiles, line_guess, aim = 0, None, hbm  # the last guess, where the line made it
+  compiles, aim, estimate = 0, hbm, None  # estimate: the last guess, where the line made it
   while True:
     low, high = max(fitting, default=0), min(too_large, default=None)
     if (high is not None and high - low == 1) or compiles == max_compiles:
       return BatchSearch(low or None, high, compiles)
-    if line_guess in fitting:  # the line's guess fits: is the next size too large?
-      guess, line_guess, aim = low + 1, None, hbm
-    elif _line_guess(fitting, aim) is not None:
-      if line_guess is not None:  # it did not fit: memory grows faster than the line; aim lower
+    if estimate is not None and estimate in fitting:  # is the next size too large?
+      guess, estimate, aim = low + 1, None, hbm
+    else:
+      if estimate is not None:  # it did not fit: memory grows faster than the line; aim lower
         aim -= 0.02 * hbm
-      guess = line_guess = _line_guess(fitting, aim)
-    elif not fitting and not math.isnan(too_large[high]):
-      # Nothing fits yet: scale the batch down by what the compiler said it needs,
-      # at least halving it.
-      guess, line_guess = int(high * min(hbm / too_large[high], 0.5)), None
-    else:  # no line yet: halve (or double, with no upper end)
-      guess, line_guess = (low + high) // 2 if high is not None else 2 * low, None
+      guess = estimate = _line_guess(fitting, aim)
+      if guess is None and not fitting and not math.isnan(too_large[high]):
+        # Nothing fits yet: scale the batch down by what the compiler said it needs,
+        # at least halving it.
+        guess = int(high * min(hbm / too_large[high], 0.5))
+      elif guess is None:  # double, or halve the interval where that is less
+        guess = min(2 * low or high // 2, (low + high) // 2 if high is not None else 2 * low)
+      elif low and guess > 4 * low:
+        # Small batches pad their arrays to the chip's tiles, so a line through
+        # them is too flat to reach far: grow 4x at most, not an estimate yet.
+        guess, estimate = 4 * low, None
     guess = max(guess, low + 1)
     if high is not None:
       guess = min(guess, high - 1)
-    line_guess = line_guess and guess
+    estimate = estimate and guess
     shaped = copy.deepcopy(config)
     shaped.train.batch_size = guess * slices
     record(guess, compile_train_step(shaped, mesh, report.reference)[0])
