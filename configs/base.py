@@ -14,4 +14,7 @@ def get_config():
   c.train.batch_size = 256
   c.train.steps = 766_000
   c.data.max_seq_length = 512
+  # Mixed precision: the accelerators this size is for have bfloat16 matmul units;
+  # over 300 steps its losses stay within 0.6% of float32's (README, Speed).
+  c.model.dtype = "bfloat16"
   return c
