@@ -8,7 +8,8 @@ lengths 128 and 512, in bfloat16, on v5e-8, v4-8, v5p-8 and v6e-8, one
 process per row, --jobs at a time, keeping each row's JSON in --out (a row
 whose JSON is there is not compiled again). Then, for large at 2048 x 512,
 it looks for the smallest slice of each generation where the step fits with
-its parameters and optimizer state sharded over every chip (mesh.fsdp).
+its parameters and optimizer state sharded over every chip (mesh.fsdp),
+skipping the slices that a refused compile's own figures rule out.
 Prints the markdown tables of docs/tpu.md, with the command of each row.
 """
 
@@ -19,6 +20,8 @@ import subprocess
 import sys
 
 from absl import app, flags
+
+from electra_jax import tpu
 
 _OUT = flags.DEFINE_string("out", None, "Directory for each row's JSON report (kept between runs).")
 _JOBS = flags.DEFINE_integer("jobs", 2, "Compiles run at once (each takes about one core).")
@@ -115,12 +118,23 @@ def main(argv: list[str]) -> None:
 
 
 def smallest_fitting_slice(slices: tuple[str, ...]) -> dict | None:
-  """The report of large at 2048 x 512, all fsdp, on the first of `slices` where it fits."""
+  """The report of large at 2048 x 512, all fsdp, on the first of `slices` where it fits.
+
+  A slice whose step the compiler refused says how much memory it needed; the
+  slices too small by that measure (activations shrink with the chips) are skipped.
+  """
+  needed_chips = 0
   for topology in slices:
-    report = run(command("large", 512, topology, *FSDP, f"--max_batch={_MAX_BATCH.value}"),
+    if tpu.parse_topology(topology).num_chips < needed_chips:
+      continue
+    report = run(command("large", 512, topology, *FSDP),
                  os.path.join(_OUT.value, f"large-fsdp-{topology}.json"))
-    if report and report["fits"]:
+    if report is None:
+      continue
+    if report["fits"]:
       return report
+    if report["train"]["needed_bytes"]:
+      needed_chips = report["chips"] * report["train"]["needed_bytes"] / report["chip"]["hbm_bytes"]
   return None
 
 
