@@ -46,3 +46,31 @@ def write_word_corpus(path: Path, num_words: int, num_documents: int) -> Path:
       "\n".join(" ".join(rng.choice(words, 12)) + "." for _ in range(6))
       for _ in range(num_documents)))
   return path
+
+
+def make_documents(num_documents: int, lines_per_document: int = 12, seed: int = 0,
+                   extra: str = "") -> list[list[str]]:
+  """Sentences of made-up words: enough text for a tokenizer of a few hundred pieces."""
+  rng = np.random.default_rng(seed)
+  syllables = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "da", "gu", "he"]
+  words = ["".join(rng.choice(syllables, size=rng.integers(1, 4))) for _ in range(300)]
+  words[:3] = ["Kalo", "Mine", "Suta"]
+  return [[" ".join(rng.choice(words, size=rng.integers(4, 14))) + "." + extra
+           for _ in range(lines_per_document)] for _ in range(num_documents)]
+
+
+def write_corpus(path, documents: list[list[str]]) -> str:
+  path.write_text("\n\n".join("\n".join(lines) for lines in documents) + "\n")
+  return str(path)
+
+
+def cpu_env(devices: int, **extra: str) -> dict[str, str]:
+  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+              # Faster compiles; the reference and the pair are compiled alike.
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+                        "--xla_backend_optimization_level=0", **extra)
+
+
+# A benchmark (or any step) of the tiny config at its smallest, as command-line flags.
+TINY_SHAPE = ["--config=configs/tiny.py", "--config.model.vocab_size=64",
+              "--config.data.max_seq_length=16", "--config.train.batch_size=4"]

@@ -10,16 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TINY_SHAPE
 from convert_helpers import random_params, tiny_config
 from electra_jax import objective, profiling, train_step as train_step_lib
 from electra_jax.cpu import onednn
 from electra_jax.convert import hf_params
 from electra_jax.models import electra
-
-TINY_SHAPE = ["--config=configs/tiny.py", "--config.model.vocab_size=64",
-              "--config.data.max_seq_length=16", "--config.train.batch_size=4"]
-
 
 def run_benchmark(*args, prelude="pass"):
   """The CLI in a subprocess; `prelude` runs first (to hide a package, say)."""

@@ -13,8 +13,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
-from test_benchmark import TINY_SHAPE
+from conftest import REPO, TINY_SHAPE
 from electra_jax.cpu import huge_pages, onednn, process
 
 WITHOUT_TUNABLES = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from conftest import make_documents
 from electra_jax.data import sources
 from electra_jax.data.packing import Examples, pack_documents
 from electra_jax.data.tokenizer import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, UNK_ID,
@@ -20,22 +21,6 @@ from electra_jax.errors import DataError
 
 SPECIAL_IDS = list(SPECIAL_PIECES)
 WIKI_SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/wikipedia-en-sample/text/wiki_00"
-
-
-def make_documents(num_documents: int, lines_per_document: int = 12, seed: int = 0,
-                   extra: str = "") -> list[list[str]]:
-  """Sentences of made-up words: enough text for a tokenizer of a few hundred pieces."""
-  rng = np.random.default_rng(seed)
-  syllables = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "da", "gu", "he"]
-  words = ["".join(rng.choice(syllables, size=rng.integers(1, 4))) for _ in range(300)]
-  words[:3] = ["Kalo", "Mine", "Suta"]
-  return [[" ".join(rng.choice(words, size=rng.integers(4, 14))) + "." + extra
-           for _ in range(lines_per_document)] for _ in range(num_documents)]
-
-
-def write_corpus(path, documents: list[list[str]]) -> str:
-  path.write_text("\n\n".join("\n".join(lines) for lines in documents) + "\n")
-  return str(path)
 
 
 def read_source(source: str,

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import load_config
 from model_helpers import batch, tiny_setup
-from test_train_step import run_steps, small_config
+from step_helpers import run_steps, small_config
 from electra_jax import objective, train_step as train_step_lib
 from electra_jax.models import electra
 from electra_jax.models.dropout import keep_mask

@@ -9,7 +9,6 @@ processes of one device each against one process of two.
 
 import functools
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,10 +21,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, cpu_env, load_config, make_documents, write_corpus
 from electra_jax import checkpointing, optim, sharding, train_step as train_step_lib
 from electra_jax.models import electra
-from test_data import make_documents, write_corpus
 
 STEPS = 10
 RELATIVE_TOLERANCE = 1e-5
@@ -35,13 +33,6 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
-
-
-def cpu_env(devices: int, **extra: str) -> dict[str, str]:
-  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-              # Faster compiles; the reference and the pair are compiled alike.
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-                        "--xla_backend_optimization_level=0", **extra)
 
 
 def start_train(workdir, corpus, devices: int, *flags: str) -> subprocess.Popen:

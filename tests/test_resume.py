@@ -20,11 +20,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, cpu_env, load_config, make_documents, write_corpus
 from electra_jax import train
 from electra_jax.errors import UserError
-from test_data import make_documents, write_corpus
-from test_multihost import cpu_env
 
 STEPS = 80
 EVERY = 10
