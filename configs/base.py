@@ -1,15 +1,10 @@
 """ELECTRA-Base (110M discriminator): the paper's sizes and pre-training recipe."""
 
-from electra_jax.config import default_config
+from electra_jax.config import sized_config
 
 
 def get_config():
-  c = default_config()
-  c.model.embedding_size = 768
-  c.model.hidden_size = 768
-  c.model.num_heads = 12
-  c.model.intermediate_size = 3072
-  c.model.generator_size = 1 / 3
+  c = sized_config("base")
   c.optim.learning_rate = 2e-4
   c.train.batch_size = 256
   c.train.steps = 766_000

@@ -1,16 +1,10 @@
 """ELECTRA-Large (335M discriminator): the paper's sizes and pre-training recipe."""
 
-from electra_jax.config import default_config
+from electra_jax.config import sized_config
 
 
 def get_config():
-  c = default_config()
-  c.model.embedding_size = 1024
-  c.model.hidden_size = 1024
-  c.model.num_layers = 24
-  c.model.num_heads = 16
-  c.model.intermediate_size = 4096
-  c.model.generator_size = 0.25
+  c = sized_config("large")
   c.masking.mask_rate = 0.25
   c.optim.learning_rate = 2e-4
   c.train.batch_size = 2048

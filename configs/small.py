@@ -1,7 +1,7 @@
 """ELECTRA-Small (14M discriminator): the paper's sizes and pre-training recipe."""
 
-from electra_jax.config import default_config
+from electra_jax.config import sized_config
 
 
 def get_config():
-  return default_config()  # the defaults are ELECTRA-Small's
+  return sized_config("small")  # the schema's defaults are Small's recipe

@@ -14,18 +14,11 @@ discriminator replacements it can learn to spot at once, so the demo shows both
 networks learning. The real configs (small, base, large) sample at 1.
 """
 
-from electra_jax.config import default_config
+from electra_jax.config import sized_config
 
 
 def get_config():
-  c = default_config()
-  c.model.vocab_size = 8000
-  c.model.embedding_size = 128
-  c.model.hidden_size = 128
-  c.model.num_layers = 2
-  c.model.num_heads = 2
-  c.model.intermediate_size = 512
-  c.model.generator_size = 0.5
+  c = sized_config("tiny")
   c.electra.temperature = 2.0
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 60

@@ -45,6 +45,31 @@ DEFAULT_AXIS_RULES = (
 )
 
 
+# The model sizes, by name: what each configs/<name>.py starts from (`sized_config`).
+# Small, Base and Large are the paper's (ELECTRA.md); the generator is the
+# discriminator scaled down by `generator_size` (1/4 Small, 1/3 Base, 1/4 Large).
+# Tiny is ours: a 1.5M-parameter model that trains on a laptop CPU in minutes.
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(vocab_size=8000, embedding_size=128, hidden_size=128, num_layers=2,
+                 num_heads=2, intermediate_size=512, generator_size=0.5),
+    "small": dict(embedding_size=128, hidden_size=256, num_layers=12, num_heads=4,
+                  intermediate_size=1024, generator_size=0.25),
+    "base": dict(embedding_size=768, hidden_size=768, num_layers=12, num_heads=12,
+                 intermediate_size=3072, generator_size=1 / 3),
+    "large": dict(embedding_size=1024, hidden_size=1024, num_layers=24, num_heads=16,
+                  intermediate_size=4096, generator_size=0.25),
+}
+
+
+def sized_config(size: str) -> ml_collections.ConfigDict:
+  """`default_config()` with the model of `size` (a key of MODEL_SIZES)."""
+  if size not in MODEL_SIZES:
+    raise ConfigError(f"unknown model size {size!r}; known: {', '.join(MODEL_SIZES)}")
+  config = default_config()
+  config.model.update(MODEL_SIZES[size])
+  return config
+
+
 def default_config() -> ml_collections.ConfigDict:
   """ELECTRA-Small with the paper's pre-training hyperparameters."""
   c = ml_collections.ConfigDict()

@@ -11,8 +11,16 @@ from electra_jax.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "base", "large"])
-def test_shipped_configs_are_valid(name):
-  config_lib.validate(load_config(name))
+def test_shipped_configs_are_valid_and_take_their_model_from_the_size_table(name):
+  config = load_config(name)
+  config_lib.validate(config)
+  for field, value in config_lib.MODEL_SIZES[name].items():
+    assert config.model[field] == value, field
+
+
+def test_an_unknown_size_is_refused_with_the_known_ones():
+  with pytest.raises(ConfigError, match="unknown model size 'huge'; known: tiny, small, base"):
+    config_lib.sized_config("huge")
 
 
 @pytest.mark.parametrize("field, value, expected", [
