@@ -80,14 +80,15 @@ def masked_lm_logits(embeddings: SharedEmbeddings, encoder: Encoder, head: Gener
   return head(at_positions, embeddings)
 
 
-class ElectraPretrainer(nn.Module):
-  """Generator + discriminator with shared embeddings, for pre-training."""
+class _Pretrainer(nn.Module):
+  """What both pre-training models have: the shared embeddings, the encoder that
+  pre-training is for (named "discriminator", as every reader of a pre-trained
+  encoder expects), and an MLM head tied to the word embeddings ("generator_head")."""
 
   vocab_size: int
   embedding_size: int
   max_position_embeddings: int
   type_vocab_size: int
-  generator_sizes: EncoderSizes
   discriminator_sizes: EncoderSizes
   settings: ModelSettings
 
@@ -95,9 +96,18 @@ class ElectraPretrainer(nn.Module):
     self.embeddings = SharedEmbeddings(self.vocab_size, self.embedding_size,
                                        self.max_position_embeddings, self.type_vocab_size,
                                        self.settings)
-    self.generator = Encoder(self.generator_sizes, self.settings)
-    self.generator_head = GeneratorHead(self.embedding_size, self.vocab_size, self.settings)
     self.discriminator = Encoder(self.discriminator_sizes, self.settings)
+    self.generator_head = GeneratorHead(self.embedding_size, self.vocab_size, self.settings)
+
+
+class ElectraPretrainer(_Pretrainer):
+  """Generator + discriminator with shared embeddings, for pre-training."""
+
+  generator_sizes: EncoderSizes
+
+  def setup(self):
+    super().setup()
+    self.generator = Encoder(self.generator_sizes, self.settings)
     self.discriminator_head = DiscriminatorHead(self.discriminator_sizes.hidden_size,
                                                 self.settings)
 
@@ -128,22 +138,8 @@ class ElectraPretrainer(nn.Module):
             self.discriminator_logits(input_ids, token_type_ids, deterministic))
 
 
-class MaskedLMPretrainer(nn.Module):
+class MaskedLMPretrainer(_Pretrainer):
   """The full-size encoder with an MLM head: BERT's pre-training model (objective "mlm")."""
-
-  vocab_size: int
-  embedding_size: int
-  max_position_embeddings: int
-  type_vocab_size: int
-  discriminator_sizes: EncoderSizes
-  settings: ModelSettings
-
-  def setup(self):
-    self.embeddings = SharedEmbeddings(self.vocab_size, self.embedding_size,
-                                       self.max_position_embeddings, self.type_vocab_size,
-                                       self.settings)
-    self.discriminator = Encoder(self.discriminator_sizes, self.settings)
-    self.generator_head = GeneratorHead(self.embedding_size, self.vocab_size, self.settings)
 
   def mlm_logits(self, input_ids: jax.Array, token_type_ids: jax.Array, positions: jax.Array,
                  deterministic: bool = True) -> jax.Array:
