@@ -2,7 +2,7 @@ r"""What the paper's configs need on TPU slices: `python -m electra_jax.compile`
 
   python -m benchmarks.tpu_table --out=/tmp/tpu_table [--jobs=2]
 
-runs the compile CLI (with --max_batch) for tiny, small, base and large at
+runs the compile CLI for tiny, small, base and large at
 their paper batch sizes (tiny and small 128, base 256, large 2048) and at
 lengths 128 and 512, in bfloat16, on v5e-8, v4-8, v5p-8 and v6e-8, one
 process per row, --jobs at a time, keeping each row's JSON in --out (a row
@@ -26,8 +26,9 @@ from electra_jax import tpu
 _OUT = flags.DEFINE_string("out", None, "Directory for each row's JSON report (kept between runs).")
 _JOBS = flags.DEFINE_integer("jobs", 2, "Compiles run at once (each takes about one core).")
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "small", "base", "large"], "Configs to compile.")
-_MAX_BATCH = flags.DEFINE_integer("max_batch", 5, "--max_batch of each row: compiles allowed "
-                                  "in the search for the largest batch per chip.")
+_MAX_BATCH = flags.DEFINE_integer(
+    "max_batch", 0, "--max_batch of each row: compiles allowed in the search for the largest "
+    "batch per chip; 0: the estimate from each row's temporaries alone (~N in the table).")
 
 PAPER_BATCH = {"tiny": 128, "small": 128, "base": 256, "large": 2048}
 LENGTHS = (128, 512)
@@ -61,9 +62,12 @@ def run(argv: list[str], path: str) -> dict | None:
   return report
 
 
-def largest_batch(search: dict | None) -> str:
+def largest_batch(report: dict) -> str:
+  """The compiled search's answer where it ran, else the estimate from the temporaries."""
+  search = report.get("largest_batch_per_chip")
   if not search:
-    return "not searched"
+    estimate = report["estimated_largest_batch_per_chip"]
+    return "-" if estimate is None else f"~{estimate}"
   if search["fits"] is None:
     return "none" + (f" ({search['too_large']} does not fit)" if search["too_large"] else "")
   if search["too_large"] == search["fits"] + 1:
@@ -86,7 +90,7 @@ def row(report: dict) -> str:
   return " | ".join([
       "", f"{report['accelerator_type']} ({report['chips']} chips)", mesh,
       f"{report['batch_size']} x {report['length']}", memory, collective,
-      largest_batch(report.get("largest_batch_per_chip")), bound, f"`{report['command']}`",
+      largest_batch(report), bound, f"`{report['command']}`",
       ""]).strip()
 
 
@@ -99,7 +103,8 @@ def main(argv: list[str]) -> None:
           for topology in SLICES]
   with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
     reports = list(pool.map(
-        lambda job: run(command(*job, f"--max_batch={_MAX_BATCH.value}"),
+        lambda job: run(command(*job, *([f"--max_batch={_MAX_BATCH.value}"]
+                                         if _MAX_BATCH.value else [])),
                         os.path.join(_OUT.value, "{}-{}-{}.json".format(*job))), jobs))
   print("| slice | mesh (data x fsdp x tensor) | batch x length | memory per chip (train) | "
         "collective bytes per step | largest batch per chip | roofline MFU bound | command |")

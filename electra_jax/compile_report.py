@@ -65,6 +65,7 @@ class Report:
   model_flops: float  # per step, all chips (flops.step_flops)
   train: CompiledStep
   eval: CompiledStep
+  state_bytes: float  # per chip: parameters, optimizer moments, step and key in their shards
   reference: bool = False  # reference_model.py's model, not ours
 
   @property
@@ -81,6 +82,23 @@ class Report:
     hbm = self.topology.chip.hbm_bytes
     return all(step.memory is not None and step.memory.total <= hbm
                for step in (self.train, self.eval))
+
+  @property
+  def estimated_largest_batch(self) -> int | None:
+    """The largest batch per chip by the train step's own figures, compiling nothing more.
+
+    The temporaries (activations, mostly) grow with the batch and the rest
+    does not: the HBM left after the rest, over the temporaries per sequence.
+    Where the compiler refused the step, its figure for the temporaries, and the
+    state for the rest. `largest_batch_per_chip` checks by compiling.
+    """
+    t = self.train
+    temporaries = t.memory.temporaries if t.memory else t.needed_bytes
+    fixed = t.memory.total - t.memory.temporaries if t.memory else self.state_bytes
+    per_sequence = temporaries / self.batch_per_chip
+    if not per_sequence > 0:
+      return None
+    return max(0, int((self.topology.chip.hbm_bytes - fixed) / per_sequence))
 
   @property
   def roofline_seconds(self) -> float:
@@ -161,10 +179,13 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: tpu.Topolo
       evaluation = _refused(error, time.perf_counter() - start)
       if evaluation is None:
         raise
+  state = train_step_lib.abstract_train_state(config, mesh)[0]
+  state_bytes = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                    for x in jax.tree.leaves(state))
   return Report(topology=topology, num_slices=num_slices, mesh=dict(mesh.shape),
                 batch_size=config.train.batch_size, length=config.data.max_seq_length,
                 dtype=config.model.dtype, model_flops=flops.step_flops(config)["total"],
-                train=train, eval=evaluation, reference=reference)
+                train=train, eval=evaluation, state_bytes=state_bytes, reference=reference)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +299,9 @@ def to_json(report: Report) -> dict[str, Any]:
                 hbm_bytes_per_s=chip.hbm_bytes_per_s),
       model="reference" if report.reference else "electra_jax",
       mesh=report.mesh, batch_size=report.batch_size, length=report.length, dtype=report.dtype,
-      batch_per_chip=report.batch_per_chip, model_flops=report.model_flops,
+      batch_per_chip=report.batch_per_chip, state_bytes_per_chip=report.state_bytes,
+      estimated_largest_batch_per_chip=report.estimated_largest_batch,
+      model_flops=report.model_flops,
       model_flops_per_chip=report.model_flops / report.num_chips,
       train=_step_json(report.train), eval=_step_json(report.eval),
       roofline_seconds=report.roofline_seconds if report.train.memory else None,
@@ -325,8 +348,11 @@ def describe(report: Report, largest_batch: BatchSearch | None = None) -> list[s
     ]
   rows.append(("compile time", f"train {t.compile_seconds:.1f} s, "
                                f"eval {report.eval.compile_seconds:.1f} s"))
+  if report.estimated_largest_batch is not None:
+    rows.append(("largest batch", f"about {report.estimated_largest_batch} sequences per chip "
+                                   "(estimated from the temporaries per sequence)"))
   if largest_batch is not None:
-    rows.append(("largest batch", largest_batch.describe()))
+    rows.append(("largest batch", f"compiled: {largest_batch.describe()}"))
   width = max(len(label) for label, _ in rows)
   lines = [f"{label:<{width}} | {value}" for label, value in rows]
   used = max(step.total_bytes for step in (t, report.eval) if not math.isnan(step.total_bytes))

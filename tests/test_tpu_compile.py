@@ -131,14 +131,15 @@ def test_collectives_are_read_from_the_hlo_once_per_operation():
                    "reduce-scatter": program_cost.Collective(1, 6 * 4)}
 
 
-def fake_report(total_bytes: int, batch_per_chip: int = 8) -> compile_report.Report:
-  memory = program_cost.Memory(arguments=total_bytes, outputs=0, aliased=0, temporaries=0,
-                               generated_code=0)
+def fake_report(total_bytes: int, batch_per_chip: int = 8,
+                temporaries: int = 0) -> compile_report.Report:
+  memory = program_cost.Memory(arguments=total_bytes - temporaries, outputs=0, aliased=0,
+                               temporaries=temporaries, generated_code=0)
   step = compile_report.CompiledStep(1.0, memory, 4e12, 1e11, {})
   return compile_report.Report(
       topology=tpu.parse_topology("v5e-8"), num_slices=1,
       mesh={"data": 8, "fsdp": 1, "tensor": 1}, batch_size=8 * batch_per_chip, length=128,
-      dtype="bfloat16", model_flops=8 * 3e12, train=step, eval=step)
+      dtype="bfloat16", model_flops=8 * 3e12, train=step, eval=step, state_bytes=total_bytes)
 
 
 def test_a_step_the_compiler_refuses_does_not_fit_and_says_what_it_needs():
@@ -155,6 +156,16 @@ def test_a_step_the_compiler_refuses_does_not_fit_and_says_what_it_needs():
   assert lines[-1].startswith("does not fit: 41.95 GiB")
   assert any("does not fit: XLA's compiler" in line for line in lines)
   assert compile_report.to_json(report)["train"]["memory"] is None
+
+
+def test_the_largest_batch_is_estimated_from_the_temporaries_per_sequence():
+  # 2 GiB of state and code, 1 GiB of temporaries for 8 sequences: 14 GiB hold 112.
+  assert fake_report(3 * 2**30, temporaries=2**30).estimated_largest_batch == 112
+  # Refused at 8 sequences with 41.95 GiB of temporaries, beside 2 GiB of state.
+  refused = compile_report.CompiledStep(1.0, None, refusal="x", needed_bytes=41.95 * 2**30)
+  report = dataclasses.replace(fake_report(2 * 2**30), train=refused)
+  assert report.estimated_largest_batch == int(14 / (41.95 / 8))
+  assert fake_report(2**30).estimated_largest_batch is None  # no temporaries to go by
 
 
 def test_the_verdict_and_the_roofline_bound():
