@@ -22,10 +22,11 @@ from absl import flags, logging
 
 from configs import base as base_config
 from configs import small as small_config
-from electra_jax import benchmark, cli
+from electra_jax import cli
 from electra_jax.data import loader, pipeline, shards
 from electra_jax.data.tokenizer_files import save_tokenizer
 from electra_jax.errors import UserError
+from electra_jax.performance import timing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CORPUS = flags.DEFINE_string(
@@ -70,7 +71,7 @@ def train_step_speed(config, batch_size: int, steps: int) -> float:
   """Examples/s that `steps` train steps consume (after one that compiles), median step."""
   config = copy.deepcopy(config)
   config.train.batch_size = batch_size
-  step = benchmark.JaxStep(config)
+  step = timing.JaxStep(config)
   step()
   return batch_size / statistics.median(step() for _ in range(steps))
 

@@ -21,7 +21,7 @@ import sys
 
 from absl import app, flags
 
-from electra_jax import tpu
+from electra_jax.performance import tpu
 
 _OUT = flags.DEFINE_string("out", None, "Directory for each row's JSON report (kept between runs).")
 _JOBS = flags.DEFINE_integer("jobs", 2, "Compiles run at once (each takes about one core).")

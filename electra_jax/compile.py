@@ -15,9 +15,9 @@ line saying `fits` (exit 0) or `does not fit` (exit 1).
   --topology=v5e:2x4      generation:shape in chips (v4 and v5p: AxBxC), or a
                           Cloud TPU accelerator type: v5e-8, v4-8, v5p-8, v6e-8
   --num_slices=N          N such slices joined over the data-center network
-  --reference             compile a minimal Flax ELECTRA (electra_jax/reference_model.py:
-                          flax.linen's own layers) in place of ours, the yardstick
-                          for FLOPs, bytes and memory
+  --reference             compile a minimal Flax ELECTRA, flax.linen's own layers
+                          (electra_jax/performance/reference_model.py), in place
+                          of ours: the yardstick for FLOPs, bytes and memory
   --max_batch=N           also find the largest batch per chip whose train step
                           fits, compiling up to N more batch sizes (about 5 find
                           it exactly where memory grows linearly with the batch)
@@ -33,7 +33,8 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import cli, compile_report, tpu
+from electra_jax import cli
+from electra_jax.performance import compile_report, tpu
 from electra_jax.errors import UserError
 from electra_jax.fileio import atomic_write
 
@@ -50,8 +51,9 @@ _TOPOLOGY = flags.DEFINE_string(
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "How many such slices (multi-slice).",
                                    lower_bound=1)
 _REFERENCE = flags.DEFINE_bool(
-    "reference", False, "Compile the minimal Flax reference model (electra_jax/reference_model.py) "
-    "in place of ours, to compare FLOPs, bytes and memory.")
+    "reference", False, "Compile the minimal Flax reference model "
+    "(electra_jax/performance/reference_model.py) in place of ours, to compare FLOPs, bytes "
+    "and memory.")
 _MAX_BATCH = flags.DEFINE_integer(
     "max_batch", 0, "Also find the largest batch per chip whose train step fits, compiling up "
     "to this many more batch sizes (8 is plenty); 0: do not.", lower_bound=0)

@@ -39,7 +39,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import electra_jax
-from electra_jax import checkpointing, cli, flops, objective, process_flags, sharding
+from electra_jax import checkpointing, cli, objective, process_flags, sharding
+from electra_jax.performance import flops
 from electra_jax import config as config_lib
 from electra_jax import metrics as metrics_lib
 from electra_jax import train_step as train_step_lib

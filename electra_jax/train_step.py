@@ -20,7 +20,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from electra_jax import config as config_lib
-from electra_jax import objective, optim, program_cost, sharding, target
+from electra_jax import objective, optim, sharding, target
+from electra_jax.performance import program_cost
 from electra_jax.models import electra
 
 Batch = dict[str, jax.Array]

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import REPO, TINY_SHAPE
 from convert_helpers import random_params, tiny_config
-from electra_jax import objective, profiling, train_step as train_step_lib
+from electra_jax import objective, train_step as train_step_lib
+from electra_jax.performance import profiling
 from electra_jax.cpu import onednn
 from electra_jax.convert import hf_params
 from electra_jax.models import electra
@@ -99,7 +100,7 @@ def test_torch_reference_computes_our_losses():
   torch = pytest.importorskip("torch", reason="needs torch and transformers: pip install "
                               "-e '.[hf]'")
   pytest.importorskip("transformers", reason="needs torch and transformers")
-  from electra_jax import torch_reference  # pylint: disable=import-outside-toplevel
+  from electra_jax.performance import torch_reference  # pylint: disable=import-outside-toplevel
   config = tiny_config()
   config.model.dropout_rate = config.model.attention_dropout_rate = 0.0
   params = random_params(config)

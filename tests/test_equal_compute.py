@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config, write_word_corpus
-from electra_jax import flops
+from electra_jax.performance import flops
 from electra_jax.experiments import equal_compute
 
 DATA = REPO.parent / "shared" / "data"

@@ -6,7 +6,8 @@ import jax
 import pytest
 
 from conftest import load_config
-from electra_jax import flops, sharding, train_step as train_step_lib
+from electra_jax import sharding, train_step as train_step_lib
+from electra_jax.performance import flops
 
 
 def small_shapes(config):

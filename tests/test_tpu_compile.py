@@ -15,7 +15,8 @@ import jax
 import pytest
 
 from conftest import REPO, load_config
-from electra_jax import compile_report, program_cost, reference_model, sharding, tpu
+from electra_jax import sharding
+from electra_jax.performance import compile_report, program_cost, reference_model, tpu
 from electra_jax import train_step as train_step_lib
 from electra_jax.cpu import SCOPE
 from electra_jax.errors import UserError

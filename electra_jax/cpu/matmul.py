@@ -68,7 +68,7 @@ matmul.defvjp(_forward, _backward)
 
 def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None,
                 preferred_element_type=None) -> jax.Array:
-  """`jax.lax.dot_general`, with `matmul` for the products of dense layers ([..., in] x [in, out])."""
+  """`jax.lax.dot_general`, with `matmul` for dense layers' products ([..., in] x [in, out])."""
   (lhs_contracting, rhs_contracting), batch = dimension_numbers
   dense = (tuple(lhs_contracting) == (lhs.ndim - 1,) and tuple(rhs_contracting) == (0,)
            and batch == ((), ()) and rhs.ndim == 2 and lhs.dtype == rhs.dtype)

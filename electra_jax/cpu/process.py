@@ -29,7 +29,8 @@ def host_has_accelerator(pci_devices: str = "/sys/bus/pci/devices",
   """Whether a TPU or a GPU sits on this host's PCI bus (or NVIDIA's driver shows one)."""
   for device in glob.glob(os.path.join(pci_devices, "*")):
     vendor, device_class = _read(device, "vendor"), _read(device, "class")
-    if vendor == _TPU_VENDOR or (vendor in _GPU_VENDORS and device_class.startswith(_DISPLAY_CLASS)):
+    gpu = vendor in _GPU_VENDORS and device_class.startswith(_DISPLAY_CLASS)
+    if vendor == _TPU_VENDOR or gpu:
       return True
   return os.path.exists(nvidia_device)
 

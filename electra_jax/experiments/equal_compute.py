@@ -5,7 +5,7 @@ r"""ELECTRA against masked language modelling at equal pre-training compute, end
 pre-trains an ELECTRA model (--config, default configs/tiny.py with the generator
 sampling at temperature 1) and an MLM model (the same config with
 objective=mlm: the same encoder, BERT's 80/10/10 masking) for the same model
-FLOPs (electra_jax.flops), keeps the parameters of both at --fractions of the
+FLOPs (electra_jax.performance.flops), keeps the parameters of both at --fractions of the
 budget, fine-tunes each of those, and the encoder with random weights, on
 --tasks with --seeds (electra_jax.experiments.downstream), and writes
 
@@ -40,7 +40,8 @@ import numpy as np
 from absl import flags, logging
 
 import electra_jax
-from electra_jax import cli, config as config_lib, flops, sharding, train
+from electra_jax import cli, config as config_lib, sharding, train
+from electra_jax.performance import flops
 from electra_jax import train_step as train_step_lib
 from electra_jax.convert import exporting, flax_format
 from electra_jax.errors import UserError
@@ -61,7 +62,8 @@ _TEMPERATURE = flags.DEFINE_float(
     "The generator's sampling temperature (config electra.temperature) for ELECTRA: the paper's "
     "1 by default, where configs/tiny.py has 2 for its quick demo.")
 _BUDGET_FLOPS = flags.DEFINE_float(
-    "budget_flops", None, "Pre-training budget of each model in model FLOPs (electra_jax.flops).")
+    "budget_flops", None,
+    "Pre-training budget of each model in model FLOPs (electra_jax.performance.flops).")
 _BUDGET_MINUTES = flags.DEFINE_float(
     "budget_minutes", None,
     "Pre-training budget as minutes of ELECTRA training on this machine, measured now and "

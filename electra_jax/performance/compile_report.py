@@ -21,7 +21,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from electra_jax import flops, program_cost, reference_model, sharding, tpu
+from electra_jax import sharding
+from electra_jax.performance import flops, program_cost, reference_model, tpu
 from electra_jax import train_step as train_step_lib
 
 
@@ -216,8 +217,8 @@ def largest_batch_per_chip(config: ml_collections.ConfigDict, report: Report,
   growing 4x at most; after such a guess fits, the next size up is tried.
   Before two sizes fit, the size doubles, or halves the interval up to the
   smallest refused one where that is less; where nothing fits yet, the refused
-  size is scaled down by what the compiler said it needs. Every size is compiled; after `max_compiles` the search
-  stops with the sizes it has.
+  size is scaled down by what the compiler said it needs. Every size is
+  compiled; after `max_compiles` the search stops with the sizes it has.
   """
   mesh = topology_mesh(config, report.topology, report.num_slices)
   slices = report.mesh["data"] * report.mesh["fsdp"] * config.train.grad_accum_steps
@@ -338,7 +339,7 @@ def describe(report: Report, largest_batch: BatchSearch | None = None) -> list[s
     rows += [
         ("train FLOPs", f"{t.flops:.3g} per chip (XLA), "
                         f"{report.model_flops / report.num_chips:.3g} model FLOPs per chip "
-                        "(electra_jax.flops)"),
+                        "(electra_jax.performance.flops)"),
         ("train bytes", f"{t.bytes_accessed / 1e9:.3g} GB accessed per chip (XLA)"),
         ("roofline bound", f"at least {report.roofline_seconds:.3g} s per step (compute "
                            f"{compute_s:.3g} s, HBM traffic {memory_s:.3g} s): MFU at most "

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from electra_jax import config as config_lib
-from electra_jax import target, tpu
+from electra_jax import target
+from electra_jax.performance import tpu
 
 # Per JAX device, (bfloat16, float32) FLOP/s. float32 matmuls at JAX's default
 # precision run as TF32 on NVIDIA Ampere and newer, and as bfloat16 passes on TPU.
