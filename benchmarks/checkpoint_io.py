@@ -34,7 +34,9 @@ from absl import flags, logging
 
 from configs import base as base_config
 from configs import small as small_config
-from electra_jax import checkpointing, cli, sharding, train_step as train_step_lib
+from electra_jax import cli
+from electra_jax.pretraining import train_step as train_step_lib
+from electra_jax.runtime import checkpointing, sharding
 
 _OUT = flags.DEFINE_string("out", None, "Scratch directory for the checkpoints (a few GB for "
                            "base); default: a temporary directory, deleted at the end.")

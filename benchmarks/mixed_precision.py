@@ -16,8 +16,9 @@ import os
 from absl import flags, logging
 
 from configs import tiny
-from electra_jax import cli, train
+from electra_jax import cli
 from electra_jax.errors import UserError
+from electra_jax.pretraining import loop
 
 _OUT = flags.DEFINE_string("out", None, "Scratch directory: the prepared data and both runs.")
 _STEPS = flags.DEFINE_integer("steps", 300, "Training steps of each run.")
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> None:
     config.optim.warmup_steps = min(config.optim.warmup_steps, _STEPS.value // 5)
     config.train.eval_every = 0  # only at the end
     config.data.dir = os.path.join(out, "data")
-    finals[dtype] = train.train_and_evaluate(config, os.path.join(out, dtype))
+    finals[dtype] = loop.train_and_evaluate(config, os.path.join(out, dtype))
   runs = {dtype: train_losses(os.path.join(out, dtype)) for dtype in DTYPES}
   print("step | " + " | ".join(f"{loss} fp32 / bf16" for loss in LOSSES))
   worst = {loss: 0.0 for loss in LOSSES}

@@ -42,13 +42,14 @@ import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import cli, process_flags
+from electra_jax import cli
 from electra_jax import config as config_lib
 from electra_jax.errors import UserError
-from electra_jax.fileio import atomic_write
 from electra_jax.performance import flops, torch_reference
 from electra_jax.performance.timing import (environment, measure, pin_threads, print_profile,
                                              print_record)
+from electra_jax.runtime import cluster_flags
+from electra_jax.runtime.fileio import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -75,7 +76,7 @@ _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON f
 _TRACE_DIR = flags.DEFINE_string(
     "trace_dir", None, "Also profile 2 of our steps into this directory and print where "
     "their time goes.")
-flags.declare_key_flag("cpu_devices")  # process_flags.py's, listed in --help
+flags.declare_key_flag("cpu_devices")  # cluster_flags.py's, listed in --help
 
 def shapes(config: ml_collections.ConfigDict) -> list[tuple[int, int]]:
   """(batch size, length) pairs from --batch_sizes and --lengths."""
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> None:
   if _STEPS.value < 1 or _WARMUP.value < 0:
     raise UserError("--steps must be at least 1 and --warmup at least 0")
   threads = pin_threads(_THREADS.value)  # before JAX starts its thread pools
-  process_flags.split_cpu()  # and its devices
+  cluster_flags.split_cpu()  # and its devices
   if _COMPARE.value == "torch":
     torch, _ = torch_reference.import_torch()
     torch.set_num_threads(threads)

@@ -34,9 +34,9 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from electra_jax import cli
-from electra_jax.performance import compile_report, tpu
 from electra_jax.errors import UserError
-from electra_jax.fileio import atomic_write
+from electra_jax.performance import compile_report, tpu
+from electra_jax.runtime.fileio import atomic_write
 
 # The slice is compiled for, never run on: this host's own accelerators stay untouched.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -6,7 +6,7 @@ from typing import Mapping
 
 import numpy as np
 
-from electra_jax.fileio import atomic_write
+from electra_jax.runtime.fileio import atomic_write
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from ml_collections import config_flags
 from electra_jax import cli
 from electra_jax.data import pipeline
 from electra_jax.errors import UserError
-from electra_jax.fileio import prepare_workdir
+from electra_jax.runtime.fileio import prepare_workdir
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 
 from conftest import load_config
-from electra_jax import sharding, train_step as train_step_lib
+from electra_jax.pretraining import train_step as train_step_lib
+from electra_jax.runtime import sharding
 
 
 def small_config():

@@ -12,11 +12,11 @@ import pytest
 
 from conftest import REPO, TINY_SHAPE
 from convert_helpers import random_params, tiny_config
-from electra_jax import objective, train_step as train_step_lib
-from electra_jax.performance import profiling
-from electra_jax.cpu import onednn
 from electra_jax.convert import hf_params
+from electra_jax.cpu import onednn
 from electra_jax.models import electra
+from electra_jax.performance import profiling
+from electra_jax.pretraining import objective, train_step as train_step_lib
 
 def run_benchmark(*args, prelude="pass"):
   """The CLI in a subprocess; `prelude` runs first (to hide a package, say)."""

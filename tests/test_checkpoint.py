@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config
-from electra_jax import checkpointing, config as config_lib, train
+from electra_jax import config as config_lib
 from electra_jax.errors import ConfigError, UserError
+from electra_jax.pretraining import loop
+from electra_jax.runtime import checkpointing
 
 STATE = {"weights": jnp.zeros((64, 32), jnp.float32), "step": jnp.zeros((), jnp.int32)}
 ABSTRACT = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), STATE)
@@ -104,7 +106,7 @@ def test_when_no_checkpoint_can_be_read_nothing_is_moved(tmp_path):
 KILLED_MID_SAVE = """
 import os, sys
 import jax, jax.numpy as jnp
-from electra_jax import checkpointing
+from electra_jax.runtime import checkpointing
 checkpoints = checkpointing.Checkpointer(sys.argv[1], every_steps=1, keep=5)
 small = {"weights": jnp.zeros((64, 32)), "step": jnp.asarray(1, jnp.int32)}
 checkpoints.save(1, small, {"next_index": 1}, {"run": "a"})
@@ -152,13 +154,13 @@ def metadata(**changes) -> dict:
   for name, value in changes.items():
     section, field = name.split("__")
     config[section][field] = value
-  return train.run_metadata(config, tokenizer_sha256="a" * 64)
+  return loop.run_metadata(config, tokenizer_sha256="a" * 64)
 
 
 def test_the_same_run_and_a_new_mesh_logging_or_checkpointing_may_always_continue():
-  assert train.check_continuation(metadata(), metadata(), False, "the checkpoint") == []
+  assert loop.check_continuation(metadata(), metadata(), False, "the checkpoint") == []
   moved = metadata(mesh__data=1, mesh__fsdp=8, train__log_every=1, checkpoint__keep=7)
-  assert train.check_continuation(metadata(), moved, False, "the checkpoint") == []
+  assert loop.check_continuation(metadata(), moved, False, "the checkpoint") == []
 
 
 @pytest.mark.parametrize("change, name", [
@@ -169,13 +171,13 @@ def test_the_same_run_and_a_new_mesh_logging_or_checkpointing_may_always_continu
 def test_another_model_size_is_refused_even_when_changes_are_allowed(change, name):
   for allow in (False, True):
     with pytest.raises(ConfigError, match=f"the checkpoint is of another model.*{name}"):
-      train.check_continuation(metadata(), metadata(**change), allow, "the checkpoint")
+      loop.check_continuation(metadata(), metadata(**change), allow, "the checkpoint")
 
 
 def test_another_tokenizer_is_refused():
   other = dict(metadata(), tokenizer_sha256="b" * 64)
   with pytest.raises(ConfigError, match="tokenizer_sha256 is 'aaa.*' there and 'bbb.*' here"):
-    train.check_continuation(metadata(), other, True, "the checkpoint")
+    loop.check_continuation(metadata(), other, True, "the checkpoint")
 
 
 def test_other_settings_need_the_explicit_override():
@@ -184,8 +186,8 @@ def test_other_settings_need_the_explicit_override():
                      "config.optim.learning_rate is 0.001 there and 0.0003 here; "
                      "config.train.steps is 600 there and 900 here.*"
                      "--config.checkpoint.allow_config_change=True"):
-    train.check_continuation(metadata(), changed, False, "the checkpoint")
-  assert train.check_continuation(metadata(), changed, True, "the checkpoint") == [
+    loop.check_continuation(metadata(), changed, False, "the checkpoint")
+  assert loop.check_continuation(metadata(), changed, True, "the checkpoint") == [
       "config.optim.learning_rate is 0.001 there and 0.0003 here",
       "config.train.steps is 600 there and 900 here"]
 
@@ -193,7 +195,7 @@ def test_other_settings_need_the_explicit_override():
 def test_the_library_version_may_change():
   newer = metadata()
   newer["versions"]["electra_jax"] = "9.9.9"
-  assert train.check_continuation(metadata(), newer, False, "the checkpoint") == []
+  assert loop.check_continuation(metadata(), newer, False, "the checkpoint") == []
 
 
 # ---------------------------------------------------------------------------

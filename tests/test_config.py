@@ -80,7 +80,7 @@ def test_cli_missing_config_file(tmp_path):
 
 @pytest.mark.parametrize("module", ["electra_jax.train", "electra_jax.finetune"])
 def test_cli_help_explains_the_flags(module):
-  """--help, not only --helpfull, lists the flags shared through process_flags.py."""
+  """--help, not only --helpfull, lists the flags shared through runtime/cluster_flags.py."""
   result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
   for flag in ("--workdir", "--config", "--coordinator_address", "--num_processes",

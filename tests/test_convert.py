@@ -19,11 +19,11 @@ safetensors_numpy = pytest.importorskip(
 from conftest import REPO  # pylint: disable=wrong-import-position
 from convert_helpers import (SIZES, exported_random_run, google_order_pieces, our_order_pieces,
                              random_params, tiny_config, write_run, write_vocab)
-from electra_jax import train
 from electra_jax.convert import hf_params, pretrained
 from electra_jax.convert.exporting import export_run
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import ConfigError, DataError, UserError
+from electra_jax.pretraining import loop
 
 flatten = flax.traverse_util.flatten_dict
 
@@ -131,7 +131,7 @@ def test_pretraining_starts_from_the_imported_weights(run):
   config.train.update(init_from=str(tmp_path / "hf"), steps=1, batch_size=4, eval_batches=1,
                       log_every=1)
   config.optim.warmup_steps = 1
-  train.train_and_evaluate(config, str(tmp_path / "continued"))
+  loop.train_and_evaluate(config, str(tmp_path / "continued"))
   final = flax.serialization.msgpack_restore(
       (tmp_path / "continued" / "params.msgpack").read_bytes())
   assert_bit_identical(final, params)

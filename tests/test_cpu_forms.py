@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from model_helpers import batch, tiny_setup
-from electra_jax import objective, target, train_step as train_step_lib
-from electra_jax.cpu import SCOPE, matmul, update
+from electra_jax import target
 from electra_jax.cpu import layers as cpu_layers
+from electra_jax.cpu import matmul, SCOPE, update
 from electra_jax.cpu.layer_norm import LayerNorm
 from electra_jax.models import encoder
 from electra_jax.models.ops import Ops
+from electra_jax.pretraining import objective, train_step as train_step_lib
 
 
 def loss_and_gradients(model, params, config, deterministic):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config, write_word_corpus
-from electra_jax.performance import flops
 from electra_jax.experiments import equal_compute
+from electra_jax.performance import flops
 
 DATA = REPO.parent / "shared" / "data"
 

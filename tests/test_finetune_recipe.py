@@ -8,13 +8,13 @@ import pytest
 
 import finetune_helpers as helpers
 from conftest import load_config
-from electra_jax import sharding
 from electra_jax.convert import pretrained
 from electra_jax.errors import ConfigError
 from electra_jax.finetune import config as finetune_config
 from electra_jax.finetune import model as model_lib
 from electra_jax.finetune import optimizer as optimizer_lib
 from electra_jax.finetune import tasks
+from electra_jax.runtime import sharding
 
 
 def params_of(num_layers: int, embedding_size=16, hidden_size=32):

@@ -6,8 +6,9 @@ import jax
 import pytest
 
 from conftest import load_config
-from electra_jax import sharding, train_step as train_step_lib
 from electra_jax.performance import flops
+from electra_jax.pretraining import train_step as train_step_lib
+from electra_jax.runtime import sharding
 
 
 def small_shapes(config):

@@ -10,10 +10,10 @@ import pytest
 from absl import logging
 
 from conftest import load_config, write_word_corpus
-from electra_jax import train
 from electra_jax.convert import flax_format, pretrained
 from electra_jax.convert.exporting import export_run
 from electra_jax.errors import UserError
+from electra_jax.pretraining import loop
 
 
 @pytest.fixture(name="mlm_run", scope="module")
@@ -36,7 +36,7 @@ def fixture_mlm_run(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(logging, "info", lambda message, *args: logged.append(
         str(message) % args if args else str(message)))
-    metrics = train.train_and_evaluate(config, str(workdir))
+    metrics = loop.train_and_evaluate(config, str(workdir))
   return config, workdir, metrics, logged
 
 
@@ -99,13 +99,13 @@ def test_configs_saved_in_the_old_layout_load_and_continue(mlm_run, tmp_path):
   read = flax_format.read_config(str(old / "config.json"))
   assert read.objective == "electra" and read.masking.mask_token_prob == 0.85
   assert read.masking.mask_rate == config.masking.mask_rate
-  train.check_workdir_config(config, str(old))  # continuing accepts it: same run
-  metadata = train.run_metadata(config, "sha")
-  train.check_continuation(dict(metadata, config=old_layout(metadata["config"])), metadata,
+  loop.check_workdir_config(config, str(old))  # continuing accepts it: same run
+  metadata = loop.run_metadata(config, "sha")
+  loop.check_continuation(dict(metadata, config=old_layout(metadata["config"])), metadata,
                            allow_changes=False, source="old checkpoint")
   config.electra.temperature = 3.0  # a real difference is still refused
   with pytest.raises(Exception, match="electra.temperature"):
-    train.check_workdir_config(config, str(old))
+    loop.check_workdir_config(config, str(old))
   # An old-layout MLM-less workdir with parameters loads for fine-tuning as before.
   shutil.copy(workdir / "tokenizer.model", old)
   assert flax_format.read_config(str(old / "config.json")).electra.disc_weight == 50.0

@@ -8,9 +8,9 @@ import pytest
 from conftest import load_config
 from model_helpers import batch, tiny_setup
 from step_helpers import run_steps, small_config
-from electra_jax import objective, train_step as train_step_lib
 from electra_jax.models import electra
 from electra_jax.models.dropout import keep_mask
+from electra_jax.pretraining import objective, train_step as train_step_lib
 
 
 def test_small_matches_electra_small_parameter_counts():

@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, cpu_env, load_config, make_documents, write_corpus
-from electra_jax import checkpointing, optim, sharding, train_step as train_step_lib
 from electra_jax.models import electra
+from electra_jax.pretraining import optim, train_step as train_step_lib
+from electra_jax.runtime import checkpointing, sharding
 
 STEPS = 10
 RELATIVE_TOLERANCE = 1e-5
@@ -64,7 +65,8 @@ def finish(processes: list[subprocess.Popen]) -> list[tuple[str, str]]:
 # Joining: from the cluster's environment, or alone
 # ---------------------------------------------------------------------------
 
-JOIN = ("from electra_jax import sharding; sharding.initialize_distributed(); import jax; "
+JOIN = ("from electra_jax.runtime import distributed; distributed.initialize_distributed(); "
+        "import jax; "
         "print(jax.process_index(), jax.process_count(), jax.device_count())")
 
 

@@ -21,8 +21,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, cpu_env, load_config, make_documents, write_corpus
-from electra_jax import train
 from electra_jax.errors import UserError
+from electra_jax.pretraining import loop
 
 STEPS = 80
 EVERY = 10
@@ -310,17 +310,17 @@ def compile_once():
   compilation serves them all (compiling takes most of their time).
   """
   compiled = {}
-  originals = {name: getattr(train.train_step_lib, name)
+  originals = {name: getattr(loop.train_step_lib, name)
                for name in ("compile_training", "compile_eval_step")}
   for name, original in originals.items():
     def reuse(*args, name=name, original=original):
       if name not in compiled:
         compiled[name] = original(*args)
       return compiled[name]
-    setattr(train.train_step_lib, name, reuse)
+    setattr(loop.train_step_lib, name, reuse)
   yield
   for name, original in originals.items():
-    setattr(train.train_step_lib, name, original)
+    setattr(loop.train_step_lib, name, original)
 
 
 @pytest.fixture
@@ -340,8 +340,8 @@ def small_run(shared, compile_once, tmp_path):
 
 @pytest.fixture
 def nan_run(small_run, monkeypatch):
-  iterator = train.loader.train_iterator
-  monkeypatch.setattr(train.loader, "train_iterator", lambda data, batch_size, *args, **kwargs:
+  iterator = loop.loader.train_iterator
+  monkeypatch.setattr(loop.loader, "train_iterator", lambda data, batch_size, *args, **kwargs:
                       NanAtStep(iterator(data, batch_size, *args, **kwargs), NAN_STEP, 200))
   return small_run
 
@@ -350,7 +350,7 @@ def test_a_nan_step_is_skipped_and_training_goes_on(nan_run, caplog):
   config, workdir = nan_run
   config.train.on_nonfinite, config.train.log_every, config.checkpoint.every_steps = "skip", 1, 1
   with caplog.at_level("WARNING"):
-    train.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
   assert (f"Step {NAN_STEP}: gen_loss is nan, disc_loss is nan, loss is nan, grad_norm is nan; "
           "skipped its update (train.on_nonfinite=skip)") in caplog.text
   logged = losses(workdir)
@@ -371,7 +371,7 @@ def test_a_nan_step_stops_the_run_with_the_last_good_checkpoint(nan_run):
   config.train.on_nonfinite, config.train.log_every = "stop", 5  # found when saving step 4
   with pytest.raises(UserError, match=f"step {NAN_STEP}: .*loss is nan.*on_nonfinite=stop\\); the "
                      "newest checkpoint, of step 2, is from before it"):
-    train.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
   assert checkpoint_steps(workdir) == [2] and not (workdir / "params.msgpack").exists()
 
 
@@ -380,5 +380,5 @@ def test_a_full_disk_stops_the_run_before_training(small_run, monkeypatch):
   usage = shutil.disk_usage("/")
   monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2**18))
   with pytest.raises(UserError, match=r"has 0.2 MiB free but one checkpoint takes 1.\d MiB"):
-    train.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
   assert not (workdir / "metrics.jsonl").exists() and checkpoint_steps(workdir) == []

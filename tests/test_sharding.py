@@ -17,9 +17,11 @@ import pytest
 
 from conftest import REPO, load_config
 from electra_jax import config as config_lib
-from electra_jax import sharding, train, train_step as train_step_lib
 from electra_jax.errors import ConfigError
 from electra_jax.models import electra
+from electra_jax.pretraining import loop
+from electra_jax.pretraining import train_step as train_step_lib
+from electra_jax.runtime import sharding
 
 MESHES = [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 2, 4)]
 STEPS = 20
@@ -142,7 +144,7 @@ def test_dry_run_compiles_reports_and_writes_nothing(tmp_path, caplog):
   config.data.max_seq_length = 32
   config.model.num_layers = 1  # compiles faster
   with caplog.at_level("INFO"):
-    cost = train.train_and_evaluate(config, str(tmp_path / "run"))
+    cost = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
   assert cost["flops"] > 1e8 and cost["peak_bytes"] > cost["argument_bytes"] > 0
   # The state is donated: all of the input but the batch is overwritten by the new state.

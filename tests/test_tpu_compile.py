@@ -15,12 +15,12 @@ import jax
 import pytest
 
 from conftest import REPO, load_config
-from electra_jax import sharding
-from electra_jax.performance import compile_report, program_cost, reference_model, tpu
-from electra_jax import train_step as train_step_lib
 from electra_jax.cpu import SCOPE
 from electra_jax.errors import UserError
 from electra_jax.models import electra
+from electra_jax.performance import compile_report, program_cost, reference_model, tpu
+from electra_jax.pretraining import train_step as train_step_lib
+from electra_jax.runtime import sharding
 
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                   reason='needs libtpu: pip install -e ".[tpu]"')

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config
-from electra_jax import train
 from electra_jax.data import loader, pipeline
 from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from electra_jax.pretraining import loop
 
 
 def run_train(workdir, *overrides, timeout=300):
@@ -70,7 +70,7 @@ def test_tiny_model_learns(tmp_path):
   config.train.steps = 400
   config.optim.warmup_steps = 40
   config.train.eval_every = 0
-  metrics = train.train_and_evaluate(config, str(tmp_path))
+  metrics = loop.train_and_evaluate(config, str(tmp_path))
   data = pipeline.prepare(config, str(tmp_path))  # reuses the prepared data
   baseline = most_frequent_token_accuracy(loader.read_examples(data, "eval"))
   assert metrics["gen_accuracy"] > 1.5 * baseline, (metrics, baseline)

@@ -9,8 +9,8 @@ import optax
 import pytest
 
 from step_helpers import compile_for_one_device, run_steps, small_config, steps_from, toy_batch
-from electra_jax import optim, train_step as train_step_lib
 from electra_jax.models import electra
+from electra_jax.pretraining import optim, train_step as train_step_lib
 
 
 def test_schedule_warms_up_then_decays_to_zero():

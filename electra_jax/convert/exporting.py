@@ -4,7 +4,7 @@ import os
 
 from electra_jax.convert import flax_format, hf, hf_params
 from electra_jax.errors import UserError
-from electra_jax.fileio import staged_directory
+from electra_jax.runtime.fileio import staged_directory
 
 FORMATS = ("hf", "flax")
 

@@ -28,13 +28,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from electra_jax import checkpointing, sharding, train_step
 from electra_jax import config as config_lib
 from electra_jax.convert.hf_params import NETWORKS
 from electra_jax.data import tokenizer_files
 from electra_jax.errors import ConfigError, DataError
-from electra_jax.fileio import atomic_write
 from electra_jax.models import electra
+from electra_jax.pretraining import train_step
+from electra_jax.runtime import checkpointing, sharding
+from electra_jax.runtime.fileio import atomic_write
 
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"

@@ -20,7 +20,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from electra_jax.cpu import SCOPE, matmul
+from electra_jax.cpu import matmul, SCOPE
 from electra_jax.cpu.layer_norm import LayerNorm
 from electra_jax.models.ops import Ops
 

@@ -2,8 +2,8 @@
 and the loader."""
 
 from electra_jax.data.builtin_corpus import builtin_documents
-from electra_jax.data.packing import ExampleBuilder, Examples, pack_documents
 from electra_jax.data.loader import eval_batches, read_examples, train_iterator
+from electra_jax.data.packing import ExampleBuilder, Examples, pack_documents
 from electra_jax.data.pipeline import prepare
 from electra_jax.data.shards import PreparedData
 from electra_jax.data.sources import read_documents, resolve_inputs

@@ -22,7 +22,7 @@ from array_record.python import array_record_module
 from electra_jax.data.tokenizer import PAD_ID
 from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import DataError
-from electra_jax.fileio import atomic_write
+from electra_jax.runtime.fileio import atomic_write
 
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "eval")

@@ -17,7 +17,7 @@ import numpy as np
 import sentencepiece as spm
 
 from electra_jax.errors import DataError
-from electra_jax.fileio import atomic_write
+from electra_jax.runtime.fileio import atomic_write
 
 PAD_ID = 0
 UNK_ID = 1

@@ -22,7 +22,7 @@ import numpy as np
 
 from electra_jax.data.tokenizer import SPECIAL_PIECES, UNK_ID
 from electra_jax.errors import DataError
-from electra_jax.fileio import atomic_write
+from electra_jax.runtime.fileio import atomic_write
 
 VOCAB_FILE = "vocab.txt"
 CONTINUATION = "##"

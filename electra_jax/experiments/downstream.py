@@ -29,9 +29,9 @@ from absl import flags, logging
 from electra_jax import cli
 from electra_jax.convert import pretrained
 from electra_jax.errors import ConfigError, UserError
-from electra_jax.fileio import atomic_write
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import tasks, trainer
+from electra_jax.runtime.fileio import atomic_write
 
 RANDOM = "random"
 

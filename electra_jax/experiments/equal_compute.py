@@ -38,15 +38,18 @@ import jax
 import ml_collections
 import numpy as np
 from absl import flags, logging
+from ml_collections import config_flags
 
+from electra_jax import cli, config as config_lib
 import electra_jax
-from electra_jax import cli, config as config_lib, sharding, train
-from electra_jax.performance import flops
-from electra_jax import train_step as train_step_lib
 from electra_jax.convert import exporting, flax_format
 from electra_jax.errors import UserError
 from electra_jax.experiments import downstream
-from electra_jax.fileio import atomic_write
+from electra_jax.performance import flops
+from electra_jax.pretraining import loop
+from electra_jax.pretraining import train_step as train_step_lib
+from electra_jax.runtime import sharding
+from electra_jax.runtime.fileio import atomic_write
 
 OBJECTIVES = ("electra", "mlm")
 RANDOM = downstream.RANDOM
@@ -70,15 +73,15 @@ _BUDGET_MINUTES = flags.DEFINE_float(
     "converted to FLOPs; give this or --budget_flops.")
 _FRACTIONS = flags.DEFINE_list(
     "fractions", "0.25,0.5,1", "Fractions of the budget at which both models are fine-tuned.")
-# The pre-training config is electra_jax.train's --config flag, the fine-tuning flags are
-# electra_jax.experiments.downstream's: shown in --help, some with other defaults.
-for _name in ("config", "tasks", "seeds", "glue_dir", "conll_dir", "set", "out"):
-  flags.declare_key_flag(_name)
-flags.FLAGS.set_default("config", "configs/tiny.py")
-flags.FLAGS["config"].help = (
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/tiny.py",
     "The pre-training config of both models (each gets its own objective), relative to the "
     "working directory. Override any field with --config.<section>.<field>=<value>; "
     "--config.data.source is the corpus.")
+# The fine-tuning flags are electra_jax.experiments.downstream's: shown in --help, some
+# with other defaults.
+for _name in ("tasks", "seeds", "glue_dir", "conll_dir", "set", "out"):
+  flags.declare_key_flag(_name)
 flags.FLAGS["out"].help = "The directory of everything this experiment writes."
 flags.FLAGS.set_default("glue_dir", "../shared/data")
 flags.FLAGS.set_default("conll_dir", "../shared/data/conll2003")
@@ -152,7 +155,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> float:
     logging.info("%s is trained already", workdir)
     return 0.0
   start = time.perf_counter()
-  if not train.train_and_evaluate(config, workdir):
+  if not loop.train_and_evaluate(config, workdir):
     raise UserError(f"pre-training in {workdir} stopped on SIGTERM; run the same command again "
                     "to continue")
   return time.perf_counter() - start
@@ -303,7 +306,7 @@ def main(argv: list[str]) -> None:
     raise UserError("--fractions must be numbers and --seeds integers") from None
   if not budget_fractions or not all(0 < f <= 1 for f in budget_fractions):
     raise UserError(f"--fractions={','.join(_FRACTIONS.value)} must be numbers in (0, 1]")
-  base = cli.resolved_config(flags.FlagHolder(flags.FLAGS, flags.FLAGS["config"]))
+  base = cli.resolved_config(_CONFIG)
   os.makedirs(flags.FLAGS.out, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", os.path.join(flags.FLAGS.out, "compilation_cache"))
   measured = None

@@ -32,10 +32,11 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from electra_jax import cli, process_flags, sharding
+from electra_jax import cli
 from electra_jax.errors import UserError
-from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import checkpoints, trainer
+from electra_jax.finetune import config as config_lib
+from electra_jax.runtime import cluster_flags, distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -45,15 +46,15 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None,
     "Directory for this run's outputs (config, metrics, best params and predictions). "
     "Must not hold another run. Default: runs/finetune/<task> under the current directory.")
-flags.adopt_module_key_flags(process_flags)  # --coordinator_address and the rest
+flags.adopt_module_key_flags(cluster_flags)  # --coordinator_address and the rest
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; see --help")
   config = cli.resolved_config(_CONFIG, validate=config_lib.validate)
-  process_flags.join_processes()
-  if not sharding.is_primary():
+  cluster_flags.join_processes()
+  if not distributed.is_primary():
     logging.set_verbosity(logging.WARNING)  # process 0 reports for all
   workdir = _WORKDIR.value or os.path.join("runs", "finetune", config.task)
   logging.info("Writing to %s", os.path.abspath(workdir))

@@ -1,4 +1,4 @@
-"""Orbax checkpoints for fine-tuning: the trainer's `Checkpointer`, on electra_jax.checkpointing.
+"""Orbax checkpoints for fine-tuning: the trainer's `Checkpointer`, on runtime/checkpointing.py.
 
 A fine-tuning run's state is its TrainState and its progress dict (the step,
 which is the whole data position, the best score and each epoch's metrics), so
@@ -17,8 +17,8 @@ import ml_collections
 from absl import logging
 
 import electra_jax
-from electra_jax import checkpointing
-from electra_jax.train_step import TrainState
+from electra_jax.pretraining.train_step import TrainState
+from electra_jax.runtime import checkpointing
 
 CHECKPOINTS_DIR = "checkpoints"  # in the fine-tuning workdir
 # A checkpoint of another task, starting point or sequence length is another run...

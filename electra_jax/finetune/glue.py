@@ -25,7 +25,7 @@ from electra_jax.errors import DataError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import encoding, tasks
 from electra_jax.finetune import metrics as metrics_lib
-from electra_jax.fileio import atomic_write
+from electra_jax.runtime.fileio import atomic_write
 
 # STS-B's similarity scores lie in [0, 5]; the model regresses them divided by 5, as the
 # original code does.

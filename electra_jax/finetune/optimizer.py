@@ -16,7 +16,7 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-from electra_jax import optim
+from electra_jax.pretraining import optim
 
 
 def layer_depth(path: tuple[str, ...], num_layers: int) -> int:

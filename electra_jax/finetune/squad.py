@@ -27,7 +27,7 @@ from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import ConfigError, DataError
 from electra_jax.finetune import encoding, tasks
 from electra_jax.finetune import metrics as metrics_lib
-from electra_jax.fileio import atomic_write
+from electra_jax.runtime.fileio import atomic_write
 
 FILES = {"squad1": ("train-v1.1.json", "dev-v1.1.json"),
          "squad2": ("train-v2.0.json", "dev-v2.0.json")}

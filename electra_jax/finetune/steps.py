@@ -16,9 +16,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from electra_jax import sharding
 from electra_jax.finetune import model as model_lib
-from electra_jax.train_step import TrainState
+from electra_jax.pretraining.train_step import TrainState
+from electra_jax.runtime import sharding
 
 Batch = dict[str, jax.Array]
 

@@ -22,16 +22,17 @@ import numpy as np
 from absl import logging
 
 from electra_jax import metrics as metrics_writer
-from electra_jax import sharding, target
+from electra_jax import target
 from electra_jax.convert import pretrained
 from electra_jax.data import tokenizer_files
 from electra_jax.errors import ConfigError, DataError, UserError
-from electra_jax.fileio import atomic_write, prepare_workdir
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import conll, glue, squad, steps, tasks
 from electra_jax.finetune import model as model_lib
 from electra_jax.finetune import optimizer as optimizer_lib
-from electra_jax.train_step import TrainState
+from electra_jax.pretraining.train_step import TrainState
+from electra_jax.runtime import distributed, sharding
+from electra_jax.runtime.fileio import atomic_write, prepare_workdir
 
 CONFIG_FILE = "config.json"  # the resolved fine-tuning config
 MODEL_FILE = "model_config.json"  # the encoder's `model` section, as pre-training wrote it
@@ -118,7 +119,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   `discriminator` spares loading `config.init` again (the experiment runner
   passes the one it loaded).
   """
-  primary = sharding.is_primary()
+  primary = distributed.is_primary()
   task = tasks.TASKS[config.task]
   if discriminator is None:
     discriminator = pretrained.load_discriminator(config.init)
@@ -274,7 +275,7 @@ def _evaluate_epoch(compiled: steps.CompiledFineTuning, state: TrainState, data:
     return
   progress.update(best_score=score, best_epoch=epoch)
   params = sharding.to_host(state.params)  # a collective: every process takes part
-  if sharding.is_primary():
+  if distributed.is_primary():
     best = os.path.join(workdir, BEST_DIR)
     os.makedirs(best, exist_ok=True)
     atomic_write(os.path.join(best, "params.msgpack"), flax.serialization.msgpack_serialize(params))

@@ -21,9 +21,9 @@ from typing import Any
 import jax
 import ml_collections
 
-from electra_jax import sharding
 from electra_jax.performance import flops, program_cost, reference_model, tpu
-from electra_jax import train_step as train_step_lib
+from electra_jax.pretraining import train_step as train_step_lib
+from electra_jax.runtime import sharding
 
 
 # XLA's TPU compiler refusing a program that needs more HBM than the chip has.

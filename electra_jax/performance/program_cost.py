@@ -115,3 +115,9 @@ def compiled_cost(compiled: jax.stages.Compiled, num_devices: int) -> dict[str, 
               bytes_accessed_per_device=bytes_per_device, argument_bytes=used.arguments,
               output_bytes=used.outputs, alias_bytes=used.aliased, temp_bytes=used.temporaries,
               peak_bytes=used.total)
+
+
+def device_memory_bytes() -> int | None:
+  """Memory of one local device, where the platform says (GPU, TPU); None on CPU."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get("bytes_limit")

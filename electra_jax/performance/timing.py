@@ -18,11 +18,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from electra_jax import sharding
-from electra_jax import train_step as train_step_lib
 from electra_jax.cpu import huge_pages
 from electra_jax.errors import UserError
 from electra_jax.performance import flops, profiling, torch_reference
+from electra_jax.pretraining import train_step as train_step_lib
+from electra_jax.runtime import sharding
 
 TRACE_TOP = 15  # operations listed
 # Steps that spend more than this share of the median step in the kernel (on average)

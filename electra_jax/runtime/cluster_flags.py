@@ -8,7 +8,7 @@ each tool adopts them into its `--help`.
 import jax
 from absl import flags
 
-from electra_jax import sharding
+from electra_jax.runtime import distributed
 
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address", None,
@@ -42,7 +42,7 @@ def split_cpu() -> None:
 
 def join_processes() -> None:
   """Splits the CPU as --cpu_devices says, then joins the run the flags, the environment
-  or the cluster describe (sharding.py)."""
+  or the cluster describe (distributed.py)."""
   split_cpu()
-  sharding.initialize_distributed(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+  distributed.initialize_distributed(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)

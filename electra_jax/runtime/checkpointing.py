@@ -58,7 +58,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from electra_jax.errors import ConfigError, UserError
-from electra_jax.fileio import prepare_workdir
+from electra_jax.runtime.fileio import prepare_workdir
 
 _ITEMS = ("state", "loader", "metadata")
 UNREADABLE_SUFFIX = ".unreadable"  # a name Orbax does not take for a step

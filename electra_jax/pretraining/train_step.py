@@ -20,9 +20,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from electra_jax import config as config_lib
-from electra_jax import objective, optim, sharding, target
-from electra_jax.performance import program_cost
+from electra_jax import target
 from electra_jax.models import electra
+from electra_jax.performance import program_cost
+from electra_jax.pretraining import objective, optim
+from electra_jax.runtime import sharding
 
 Batch = dict[str, jax.Array]
 

@@ -1,4 +1,4 @@
-"""The device mesh, where every array lives on it, and the processes that share it.
+"""The device mesh, and where every array lives on it.
 
 One program runs on 1 CPU, 8 simulated devices, a GPU node or a multi-host TPU
 pod; only the mesh differs. Its axes (config.MESH_AXES), outermost first:
@@ -11,102 +11,28 @@ pod; only the mesh differs. Its axes (config.MESH_AXES), outermost first:
 The model names the dimensions of its parameters and main activations
 (models/encoder.py), the config maps those names onto mesh axes (`mesh.rules`),
 and this module turns both into `NamedSharding`s: parameters are created
-directly in their shards, batches are split over data x fsdp.
+directly in their shards, batches are split over data x fsdp. The processes
+that share the mesh join in distributed.py.
 """
 
 import contextlib
 import math
-import os
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from electra_jax.config import DEFAULT_AXIS_RULES, MESH_AXES, mesh_axes_of
-from electra_jax.errors import ConfigError, UserError
+from electra_jax.errors import ConfigError
 
 BATCH_AXES = ("data", "fsdp")
 
 # flax's form of `mesh.rules`: (logical name, mesh axis or axes or None), in precedence order.
 AxisRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
-T = TypeVar("T")
-
-# ---------------------------------------------------------------------------
-# Processes
-# ---------------------------------------------------------------------------
-
-
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
-  """Joins the other processes of a multi-host run; on a single host, does nothing.
-
-  Values given here or in JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-  JAX_PROCESS_ID come first; JAX detects the rest where the cluster tells it
-  (Cloud TPU VMs, SLURM, Open MPI). With none given and no cluster found, this
-  is one process. Must run before anything touches a device.
-  """
-  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
-  process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
-  if (coordinator_address, num_processes, process_id) != (None, None, None):
-    try:
-      jax.distributed.initialize(coordinator_address, num_processes, process_id)
-    except ValueError as e:
-      raise UserError(f"cannot join a multi-process run: {e} Give --coordinator_address, "
-                      "--num_processes and --process_id (or JAX_COORDINATOR_ADDRESS, "
-                      "JAX_NUM_PROCESSES, JAX_PROCESS_ID), or run under a cluster that JAX "
-                      "detects (Cloud TPU, SLURM, Open MPI)") from None
-  elif int(os.environ.get("SLURM_NTASKS", "0")) == 1:
-    # One SLURM task owns every local device; JAX's SLURM detection would give
-    # it a single GPU (it assumes one task per GPU).
-    return
-  else:
-    try:
-      jax.distributed.initialize()
-    except ValueError as e:  # no cluster environment found
-      logging.info("Running as a single process (no cluster found: %s)", e)
-      return
-  logging.info("Process %d of %d joined %s", jax.process_index(), jax.process_count(),
-               coordinator_address or "the cluster")
-
-
-def _env_int(name: str) -> int | None:
-  value = os.environ.get(name)
-  if value is None:
-    return None
-  try:
-    return int(value)
-  except ValueError:
-    raise UserError(f"environment variable {name}={value!r} must be an integer") from None
-
-
-def is_primary() -> bool:
-  """True on the process that writes files and logs (process 0)."""
-  return jax.process_index() == 0
-
-
-def primary_first(fn: Callable[[], T], name: str) -> T:
-  """Runs `fn` on process 0, then on the others: what process 0 writes, they then read.
-
-  All processes must call this with the same `name`, which says what process 0
-  prepares (it is a barrier).
-  """
-  if jax.process_count() == 1:
-    return fn()
-  result = fn() if is_primary() else None
-  try:
-    multihost_utils.sync_global_devices(name)
-  except jax.errors.JaxRuntimeError as e:  # process 0 failed or is gone
-    raise UserError(f"process 0 did not finish preparing the {name}; its log says why "
-                    f"({str(e).splitlines()[0]})") from None
-  return result if is_primary() else fn()
-
 
 # ---------------------------------------------------------------------------
 # The mesh and the rules
@@ -283,14 +209,3 @@ def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding,
     return jax.make_array_from_process_local_data(sharding, x, (batch_size, *x.shape[1:]))
 
   return {name: to_global(x) for name, x in batch.items()}
-
-
-# ---------------------------------------------------------------------------
-# Devices
-# ---------------------------------------------------------------------------
-
-
-def device_memory_bytes() -> int | None:
-  """Memory of one local device, where the platform says (GPU, TPU); None on CPU."""
-  stats = jax.local_devices()[0].memory_stats() or {}
-  return stats.get("bytes_limit")
