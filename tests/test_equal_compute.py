@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config, write_word_corpus
-from electra_jax.experiments import equal_compute
+from electra_jax.experiments import electra_vs_mlm
 from electra_jax.performance import flops
 
 DATA = REPO.parent / "shared" / "data"
@@ -18,8 +18,8 @@ DATA = REPO.parent / "shared" / "data"
 def test_both_objectives_get_the_same_flops_and_every_fraction_a_kept_step():
   base = load_config("tiny")
   budget = 3e13
-  plans = {o: equal_compute.plan(equal_compute.objective_config(base, o, 1.0), budget,
-                                 [0.25, 0.5, 1.0]) for o in equal_compute.OBJECTIVES}
+  plans = {o: electra_vs_mlm.plan(electra_vs_mlm.objective_config(base, o, 1.0), budget,
+                                 [0.25, 0.5, 1.0]) for o in electra_vs_mlm.OBJECTIVES}
   electra, mlm = plans["electra"], plans["mlm"]
   assert electra.flops_per_step == flops.step_flops(base)["total"]
   assert mlm.flops_per_step < electra.flops_per_step  # no generator: MLM takes more steps
@@ -28,11 +28,11 @@ def test_both_objectives_get_the_same_flops_and_every_fraction_a_kept_step():
     assert p.steps % 4 == 0 and p.steps * p.flops_per_step == pytest.approx(budget, rel=0.05)
     assert p.fraction_steps == {0.25: p.steps // 4, 0.5: p.steps // 2, 1.0: p.steps}
     assert all(step % p.checkpoint_every == 0 for step in p.fraction_steps.values())
-    config = equal_compute.objective_config(base, p.objective, 1.0, p.steps, p.checkpoint_every)
+    config = electra_vs_mlm.objective_config(base, p.objective, 1.0, p.steps, p.checkpoint_every)
     assert config.train.steps == p.steps and config.checkpoint.keep_every == p.checkpoint_every
     assert config.electra.temperature == 1.0 and config.objective == p.objective
   assert base.objective == "electra" and base.electra.temperature == 2.0  # untouched
-  third = equal_compute.plan(base, budget, [1 / 3, 1.0])
+  third = electra_vs_mlm.plan(base, budget, [1 / 3, 1.0])
   assert third.steps % 3 == 0 and third.fraction_steps[1 / 3] * 3 == third.steps
 
 
@@ -45,22 +45,22 @@ def fake_summary(task_scores):
 
 def test_results_are_tabulated_per_model_and_flops_point_and_plotted(tmp_path):
   base = load_config("tiny")
-  plans = {o: equal_compute.plan(equal_compute.objective_config(base, o, 1.0), 1e13, [0.5, 1.0])
-           for o in equal_compute.OBJECTIVES}
+  plans = {o: electra_vs_mlm.plan(electra_vs_mlm.objective_config(base, o, 1.0), 1e13, [0.5, 1.0])
+           for o in electra_vs_mlm.OBJECTIVES}
   summary = fake_summary({"electra-0.5": [0.7, 0.8, 0.75], "electra-1": [0.8, 0.82, 0.9],
                           "mlm-0.5": [0.6, 0.65, 0.7], "mlm-1": [0.7, 0.7, 0.71],
                           "random": [0.5, 0.55, 0.6]})
-  rows = equal_compute.tabulate(plans, summary)
+  rows = electra_vs_mlm.tabulate(plans, summary)
   assert [(r["model"], r["fraction"]) for r in rows] == [
       ("electra", 0.5), ("electra", 1.0), ("mlm", 0.5), ("mlm", 1.0), ("random", 0.0)]
   electra_full = rows[1]
   assert electra_full["median"] == 0.82 and (electra_full["min"], electra_full["max"]) == (0.8, 0.9)
   assert electra_full["flops"] == plans["electra"].steps * plans["electra"].flops_per_step
-  table = equal_compute.markdown(rows, plans, 1e13)
+  table = electra_vs_mlm.markdown(rows, plans, 1e13)
   assert "| sst2 | accuracy | electra | 1 |" in table and "0.8200 | 0.8000 - 0.9000 |" in table
   assert f"electra {plans['electra'].steps} steps" in table
   pytest.importorskip("matplotlib", reason="the plot needs pip install 'electra_jax[experiments]'")
-  assert equal_compute.plot(rows, str(tmp_path / "plot.png"))
+  assert electra_vs_mlm.plot(rows, str(tmp_path / "plot.png"))
   assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 

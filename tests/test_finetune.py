@@ -21,7 +21,7 @@ from conftest import REPO
 from electra_jax.convert import pretrained
 from electra_jax.convert.exporting import export_run
 from electra_jax.errors import ConfigError, UserError
-from electra_jax.experiments import downstream
+from electra_jax.experiments import comparison
 from electra_jax.finetune import checkpoints, trainer
 
 
@@ -229,7 +229,7 @@ def test_downstream_runner_tabulates_inits_and_seeds_and_skips_finished_runs(tmp
 
   monkeypatch.setattr(trainer, "finetune", fake_finetune)
   monkeypatch.setattr(pretrained, "load_discriminator", lambda path: path)
-  inits = downstream.parse_inits(["runs/a/electra", "random", "random:runs/b", "runs/c/electra"])
+  inits = comparison.parse_inits(["runs/a/electra", "random", "random:runs/b", "runs/c/electra"])
   assert [(i.label, i.path, i.random) for i in inits] == [
       ("electra-0", "runs/a/electra", False), ("random", "runs/a/electra", True),
       ("random:b", "runs/b", True), ("electra-3", "runs/c/electra", False)]
@@ -237,7 +237,7 @@ def test_downstream_runner_tabulates_inits_and_seeds_and_skips_finished_runs(tmp
   out = tmp_path / "out"
   overrides = ["max_seq_length=64", "sst2:train.batch_size=16", "conll:train.epochs=1"]
   dirs = dict(glue="glue", conll="conll", squad=None)
-  summary = downstream.run_all(inits, ["sst2", "conll"], [0, 1, 2], dirs, overrides, str(out))
+  summary = comparison.run_all(inits, ["sst2", "conll"], [0, 1, 2], dirs, overrides, str(out))
   assert len(calls) == 12
   assert ("sst2", "runs/a/electra", True, 2, 64, 16, None) in calls  # scoped overrides
   assert ("conll", "runs/a/electra", False, 0, 64, 32, 1) in calls
@@ -251,13 +251,13 @@ def test_downstream_runner_tabulates_inits_and_seeds_and_skips_finished_runs(tmp
   assert "| sst2 | accuracy | random | 3 | 0.6000 | 0.5000 - 0.7000 |" in (
       out / "results.md").read_text()
   # Run again: the finished runs are read back, not repeated.
-  assert downstream.run_all(inits, ["sst2", "conll"], [0, 1, 2], dirs, overrides,
+  assert comparison.run_all(inits, ["sst2", "conll"], [0, 1, 2], dirs, overrides,
                             str(out)) == summary
   assert len(calls) == 12
   with pytest.raises(UserError, match="needs --squad_dir"):
-    downstream.run_all(inits, ["squad1"], [0], dirs, [], str(out))
+    comparison.run_all(inits, ["squad1"], [0], dirs, [], str(out))
   with pytest.raises(UserError, match="names the task 'qqp', which is not in --tasks"):
-    downstream.run_all(inits, ["sst2"], [0], dirs, ["qqp:train.epochs=1"], str(out))
+    comparison.run_all(inits, ["sst2"], [0], dirs, ["qqp:train.epochs=1"], str(out))
 
 
 # ---------------------------------------------------------------------------

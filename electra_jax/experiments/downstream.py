@@ -17,205 +17,35 @@ median and the range over the seeds. A run whose results.json exists is read
 back, not repeated, so an interrupted sweep continues where it stopped.
 """
 
-import dataclasses
-import json
 import os
-import time
 
 import jax
-import numpy as np
-from absl import flags, logging
+from absl import flags
 
 from electra_jax import cli
-from electra_jax.convert import pretrained
-from electra_jax.errors import ConfigError, UserError
-from electra_jax.finetune import config as config_lib
-from electra_jax.finetune import tasks, trainer
-from electra_jax.runtime.fileio import atomic_write
-
-RANDOM = "random"
+from electra_jax.errors import UserError
+from electra_jax.experiments import comparison, grid_flags
 
 _INIT = flags.DEFINE_list(
     "init", None, "The models to fine-tune, comma-separated: pre-training workdirs, exports or "
     "Hugging Face folders, and 'random' (the first model's architecture with random weights) "
     "or 'random:DIR'.")
-_TASKS = flags.DEFINE_list("tasks", "sst2,stsb,conll",
-                           f"Tasks, comma-separated, from: {', '.join(tasks.TASKS)}.")
-_SEEDS = flags.DEFINE_list("seeds", "0,1,2", "Fine-tuning seeds (train.seed), comma-separated.")
-_GLUE_DIR = flags.DEFINE_string("glue_dir", None,
-                                "The GLUE root (SST-2/, STS-B/, ...), or 'tfds'; for GLUE tasks.")
-_CONLL_DIR = flags.DEFINE_string("conll_dir", None,
-                                 "The folder of CoNLL train.txt and dev.txt; for the conll task.")
-_SQUAD_DIR = flags.DEFINE_string("squad_dir", None, "The folder of the SQuAD JSON files.")
-_SET = flags.DEFINE_multi_string(
-    "set", [], "A fine-tuning config override, FIELD=VALUE for every task or TASK:FIELD=VALUE "
-    "for one, e.g. --set=max_seq_length=64 --set=sst2:train.max_examples=20000. Repeatable.")
-_OUT = flags.DEFINE_string("out", None, "The directory for the runs and the results table.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Init:
-  label: str  # how the tables name it
-  path: str  # the model loaded (for random: whose architecture and tokenizer)
-  random: bool
-
-
-def parse_inits(values: list[str]) -> list[Init]:
-  """The --init values, each with a distinct label; `random` copies the first model's shape."""
-  models = [v for v in values if not v.startswith(RANDOM)]
-  inits = []
-  for value in values:
-    if value == RANDOM:
-      if not models:
-        raise UserError("--init=random needs a model to copy the architecture of: add one, or "
-                        "write random:DIR")
-      inits.append(Init(RANDOM, models[0], True))
-    elif value.startswith(RANDOM + ":"):
-      path = value[len(RANDOM) + 1:]
-      inits.append(Init(f"{RANDOM}:{os.path.basename(os.path.normpath(path))}", path, True))
-    else:
-      inits.append(Init(os.path.basename(os.path.normpath(value)), value, False))
-  labels = [init.label for init in inits]
-  return [dataclasses.replace(init, label=f"{init.label}-{i}") if labels.count(init.label) > 1
-          else init for i, init in enumerate(inits)]
-
-
-def apply_override(config, override: str) -> None:
-  """FIELD=VALUE into `config`, the value read as the field's type."""
-  field, equals, text = override.partition("=")
-  if not equals:
-    raise ConfigError(f"--set={override} is not FIELD=VALUE")
-  *sections, name = field.split(".")
-  node = config
-  try:
-    for section in sections:
-      node = node[section]
-    kind = node.get_type(name)
-  except (KeyError, AttributeError):
-    raise ConfigError(f"--set={override}: the fine-tuning config has no field '{field}'") from None
-  try:
-    if kind is bool:
-      if text.lower() not in ("true", "false"):
-        raise ValueError
-      value = text.lower() == "true"
-    else:
-      value = kind(text)
-  except ValueError:
-    raise ConfigError(f"--set={override}: {text!r} is not a {kind.__name__}") from None
-  node[name] = value
-
-
-def run_config(task: str, init: Init, seed: int, data_dirs: dict[str, str | None],
-               overrides: list[str]):
-  """The fine-tuning config of one run."""
-  config = config_lib.default_config(task)
-  kind = tasks.TASKS[task].kind
-  data_dir = data_dirs[{tasks.TAGGING: "conll", tasks.SPAN: "squad"}.get(kind, "glue")]
-  if data_dir is None:
-    flag = {tasks.TAGGING: "conll_dir", tasks.SPAN: "squad_dir"}.get(kind, "glue_dir")
-    raise UserError(f"the task {task} needs --{flag}")
-  config.update(init=init.path, random_init=init.random, data_dir=data_dir)
-  config.train.seed = seed
-  for override in overrides:
-    scope, assignment = scoped(override)
-    if scope in (None, task):
-      apply_override(config, assignment)
-  config_lib.validate(config)
-  return config
-
-
-def scoped(override: str) -> tuple[str | None, str]:
-  """"sst2:train.epochs=2" -> ("sst2", "train.epochs=2"); no task before the field: None."""
-  if ":" in override.partition("=")[0]:
-    scope, _, assignment = override.partition(":")
-    return scope, assignment
-  return None, override
-
-
-def summarize(runs: list[dict], inits: list[Init], task_names: list[str]) -> dict:
-  """Per task and init: the score's median, min and max over the seeds, and the scores."""
-  summary = {}
-  for task in task_names:
-    summary[task] = {}
-    for init in inits:
-      scores = [r["score"] for r in runs if r["task"] == task and r["label"] == init.label]
-      seconds = [r["train_seconds"] for r in runs if r["task"] == task and r["label"] == init.label]
-      summary[task][init.label] = dict(
-          score_name=tasks.TASKS[task].score, seeds=len(scores), median=float(np.median(scores)),
-          min=float(np.min(scores)), max=float(np.max(scores)), scores=scores,
-          median_train_seconds=float(np.median(seconds)))
-  return summary
-
-
-def markdown(summary: dict) -> str:
-  lines = ["| task | metric | init | seeds | median | min - max | scores | train s (median) |",
-           "|---|---|---|---|---|---|---|---|"]
-  for task, by_init in summary.items():
-    for label, s in by_init.items():
-      scores = ", ".join(f"{v:.4f}" for v in s["scores"])
-      lines.append(f"| {task} | {s['score_name']} | {label} | {s['seeds']} | {s['median']:.4f} | "
-                   f"{s['min']:.4f} - {s['max']:.4f} | {scores} | "
-                   f"{s['median_train_seconds']:.0f} |")
-  return "\n".join(lines) + "\n"
-
-
-def run_all(inits: list[Init], task_names: list[str], seeds: list[int],
-            data_dirs: dict[str, str | None], overrides: list[str], out: str) -> dict:
-  """Every (task, init, seed) run, then the results files; returns the summary."""
-  for task in task_names:
-    if task not in tasks.TASKS:
-      raise UserError(f"unknown task '{task}'; choose from {', '.join(tasks.TASKS)}")
-  for override in overrides:
-    scope, _ = scoped(override)
-    if scope is not None and scope not in task_names:
-      raise UserError(f"--set={override} names the task '{scope}', which is not in --tasks")
-  configs = {(task, init.label, seed): run_config(task, init, seed, data_dirs, overrides)
-             for task in task_names for init in inits for seed in seeds}  # all checked first
-  models = {}
-  runs = []
-  for task in task_names:
-    for init in inits:
-      for seed in seeds:
-        workdir = os.path.join(out, task, init.label.replace(":", "_"), f"seed{seed}")
-        results_path = os.path.join(workdir, trainer.RESULTS_FILE)
-        if os.path.exists(results_path):
-          with open(results_path, encoding="utf-8") as f:
-            results = json.load(f)
-          logging.info("%s / %s / seed %d: done before, read from %s", task, init.label, seed,
-                       results_path)
-        else:
-          if init.path not in models:
-            models[init.path] = pretrained.load_discriminator(init.path)
-          start = time.perf_counter()
-          results = trainer.finetune(configs[task, init.label, seed], workdir,
-                                     discriminator=models[init.path])
-          logging.info("%s / %s / seed %d: %s %.4f (%.0f s)", task, init.label, seed,
-                       results["score_name"], results["score"], time.perf_counter() - start)
-        runs.append(dict(results, label=init.label, workdir=workdir))
-  summary = summarize(runs, inits, task_names)
-  atomic_write(os.path.join(out, "results.json"), json.dumps(
-      dict(settings=dict(inits=[dataclasses.asdict(i) for i in inits], tasks=task_names,
-                         seeds=seeds, overrides=overrides), summary=summary, runs=runs), indent=2))
-  atomic_write(os.path.join(out, "results.md"), markdown(summary))
-  return summary
+_GRID = grid_flags.define(out_help="The directory for the runs and the results table.")
+flags.adopt_module_key_flags(grid_flags)  # --tasks and the rest, in --help
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; see --help")
-  if not _INIT.value or not _OUT.value:
+  if not _INIT.value or not _GRID.out.value:
     raise UserError("--init and --out are required; see --help")
-  try:
-    seeds = [int(s) for s in _SEEDS.value]
-  except ValueError:
-    raise UserError(f"--seeds={','.join(_SEEDS.value)} must be integers") from None
-  data_dirs = dict(glue=_GLUE_DIR.value, conll=_CONLL_DIR.value, squad=_SQUAD_DIR.value)
-  os.makedirs(_OUT.value, exist_ok=True)
+  out = _GRID.out.value
+  os.makedirs(out, exist_ok=True)
   # The runs of a task compile the same steps: XLA's cache on disk compiles them once.
-  jax.config.update("jax_compilation_cache_dir", os.path.join(_OUT.value, "compilation_cache"))
-  summary = run_all(parse_inits(_INIT.value), _TASKS.value, seeds, data_dirs, _SET.value,
-                    _OUT.value)
-  print(markdown(summary))
+  jax.config.update("jax_compilation_cache_dir", os.path.join(out, "compilation_cache"))
+  summary = comparison.run_all(comparison.parse_inits(_INIT.value), _GRID.tasks.value,
+                               _GRID.seed_values(), _GRID.data_dirs(), _GRID.overrides.value, out)
+  print(comparison.markdown(summary))
 
 
 if __name__ == "__main__":

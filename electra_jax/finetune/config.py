@@ -11,6 +11,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from electra_jax import config as config_lib
+from electra_jax.config import validation
 from electra_jax.errors import ConfigError
 from electra_jax.finetune import tasks
 
@@ -76,7 +77,7 @@ def default_config(task: str = "") -> ml_collections.ConfigDict:
 
 
 # The rule primitives are config.py's, so that both configs word their messages alike.
-_RULES: dict[str, config_lib.Rule] = {
+_RULES: dict[str, validation.Rule] = {
     "task": (lambda v: v in tasks.TASKS, f"one of {', '.join(tasks.TASKS)}"),
     "init": (lambda v: isinstance(v, str) and v != "",
              "a pre-training workdir, an export (--format=flax or hf) or a Hugging Face folder"),
@@ -86,36 +87,36 @@ _RULES: dict[str, config_lib.Rule] = {
     "max_seq_length": (lambda v: isinstance(v, int) and v >= 8, "an integer >= 8"),
     "symmetric_pairs": (lambda v: isinstance(v, bool), "True or False"),
     "tag_column": (lambda v: isinstance(v, int), "an integer (a column index; -1: the last)"),
-    "doc_stride": config_lib._POSITIVE_INT,
-    "max_query_length": config_lib._POSITIVE_INT,
-    "max_answer_length": config_lib._POSITIVE_INT,
-    "n_best_size": config_lib._POSITIVE_INT,
+    "doc_stride": validation.POSITIVE_INT,
+    "max_query_length": validation.POSITIVE_INT,
+    "max_answer_length": validation.POSITIVE_INT,
+    "n_best_size": validation.POSITIVE_INT,
     "null_score_threshold": (lambda v: isinstance(v, (int, float)), "a number"),
-    "train.batch_size": config_lib._POSITIVE_INT,
-    "train.eval_batch_size": config_lib._POSITIVE_INT,
+    "train.batch_size": validation.POSITIVE_INT,
+    "train.eval_batch_size": validation.POSITIVE_INT,
     "train.epochs": (lambda v: v is None or (isinstance(v, int) and v > 0),
                      "a positive integer, or unset for the task's"),
-    "train.seed": config_lib._NON_NEGATIVE_INT,
-    "train.log_every": config_lib._POSITIVE_INT,
+    "train.seed": validation.NON_NEGATIVE_INT,
+    "train.log_every": validation.POSITIVE_INT,
     "train.max_examples": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: all)"),
-    "optim.learning_rate": (lambda v: v is None or config_lib._POSITIVE[0](v),
+    "optim.learning_rate": (lambda v: v is None or validation.POSITIVE[0](v),
                             "a positive number, or unset for the paper's"),
     "optim.layer_decay": (lambda v: v is None or 0 < v <= 1,
                           "a number in (0, 1] (1: no decay), or unset for the paper's"),
     "optim.warmup_fraction": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "optim.weight_decay": config_lib._NON_NEGATIVE,
-    "optim.b1": config_lib._BETA,
-    "optim.b2": config_lib._BETA,
-    "optim.eps": config_lib._POSITIVE,
-    "optim.max_grad_norm": config_lib._POSITIVE,
-    **{name: rule for name, rule in config_lib._RULES.items()
+    "optim.weight_decay": validation.NON_NEGATIVE,
+    "optim.b1": validation.BETA,
+    "optim.b2": validation.BETA,
+    "optim.eps": validation.POSITIVE,
+    "optim.max_grad_norm": validation.POSITIVE,
+    **{name: rule for name, rule in validation.RULES.items()
        if name.startswith(("mesh.", "checkpoint."))},
 }
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first unknown field or disallowed value."""
-  config_lib.check_fields(config, _RULES, "electra_jax.finetune.config.default_config()")
+  validation.check_fields(config, _RULES, "electra_jax.finetune.config.default_config()")
   if config.data_dir == TFDS and tasks.TASKS[config.task].kind not in (tasks.CLASSIFICATION,
                                                                         tasks.REGRESSION):
     raise ConfigError(f"config field 'data_dir' = {TFDS!r} reads GLUE tasks only; give the "
