@@ -10,8 +10,8 @@ from electra_jax import config as config_lib
 from electra_jax.convert import flax_format
 from electra_jax.convert.exporting import export_run
 from electra_jax.data import builtin_documents
-from electra_jax.data.tokenizer import SPECIAL_PIECES
 from electra_jax.data.wordpiece import WordPieceTokenizer
+from electra_jax.vocabulary import SPECIAL_PIECES
 
 SPECIAL = list(SPECIAL_PIECES.values())
 VOCAB_SIZE = 100

@@ -15,9 +15,9 @@ import sentencepiece as spm
 from conftest import make_documents
 from electra_jax.data import sources
 from electra_jax.data.packing import Examples, pack_documents
-from electra_jax.data.tokenizer import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, UNK_ID,
-                                        Tokenizer, train_tokenizer)
+from electra_jax.data.tokenizer import Tokenizer, train_tokenizer
 from electra_jax.errors import DataError
+from electra_jax.vocabulary import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, UNK_ID
 
 SPECIAL_IDS = list(SPECIAL_PIECES)
 WIKI_SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/wikipedia-en-sample/text/wiki_00"

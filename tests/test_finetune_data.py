@@ -10,10 +10,10 @@ import pytest
 import finetune_helpers as helpers
 from convert_helpers import TRICKY
 from electra_jax.data import tfds_source
-from electra_jax.data.tokenizer import CLS_ID, SEP_ID
 from electra_jax.errors import ConfigError, DataError
 from electra_jax.finetune import config as finetune_config
 from electra_jax.finetune import conll, encoding, glue, squad
+from electra_jax.vocabulary import CLS_ID, SEP_ID
 
 # ---------------------------------------------------------------------------
 # GLUE files as GLUE's download writes them

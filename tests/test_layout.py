@@ -32,3 +32,13 @@ def test_no_module_is_over_about_400_lines():
   sizes = {str(path.relative_to(REPO)): len(path.read_text().splitlines())
            for path in Path(REPO, "electra_jax").rglob("*.py")}
   assert {path: n for path, n in sizes.items() if n > MOST_LINES} == {}
+
+
+def test_the_models_and_the_objective_do_not_import_the_data_pipeline():
+  """Special-token ids live in vocabulary.py: the models need not load grain and data/."""
+  code = ("import sys; import electra_jax.models.electra, electra_jax.pretraining.objective; "
+          "print(sorted(m for m in sys.modules if m.startswith(('electra_jax.data', 'grain'))))")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.splitlines()[-1] == "[]"

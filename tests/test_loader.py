@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from electra_jax.data import loader, shards
-from electra_jax.data.tokenizer import PAD_ID
 from electra_jax.errors import DataError
+from electra_jax.vocabulary import PAD_ID
 
 LENGTH = 8
 

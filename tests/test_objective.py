@@ -7,9 +7,9 @@ import optax
 import pytest
 
 from conftest import load_config
-from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from electra_jax.models import electra
 from electra_jax.pretraining import objective, train_step as train_step_lib
+from electra_jax.vocabulary import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 P = 19
 

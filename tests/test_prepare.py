@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO, make_documents, write_corpus
 from electra_jax.config import default_config
 from electra_jax.data import loader, pipeline, preparation, shards, sources, tfds_source
-from electra_jax.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 from electra_jax.errors import DataError
+from electra_jax.vocabulary import CLS_ID, PAD_ID, SEP_ID
 
 
 def small_config(source: str, vocab_size: int = 200, **data):

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import REPO, load_config
 from electra_jax.data import loader, pipeline
-from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from electra_jax.pretraining import loop
+from electra_jax.vocabulary import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 
 def run_train(workdir, *overrides, timeout=300):

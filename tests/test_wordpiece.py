@@ -6,9 +6,9 @@ import pytest
 
 from convert_helpers import TRICKY, corpus, our_order_pieces
 from electra_jax.data import tokenizer_files
-from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import DataError
+from electra_jax.vocabulary import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 
 @pytest.fixture(name="tokenizer")
 def fixture_tokenizer():

@@ -7,7 +7,7 @@ from electra_jax.config.schema import (ATTENTION_IMPLEMENTATIONS, DEFAULT_AXIS_R
                                        default_config, generator_dims, masking_probs,
                                        max_predictions_per_seq, mesh_axes_of, migrate,
                                        resolved, sized_config)
-from electra_jax.config.validation import Rule, check_fields, validate
+from electra_jax.config.validation import check_fields, Rule, validate
 
 __all__ = ["ATTENTION_IMPLEMENTATIONS", "DEFAULT_AXIS_RULES", "DEFAULT_MASKING_PROBS", "DTYPES",
            "MESH_AXES", "MODEL_SIZES", "NONFINITE_POLICIES", "OBJECTIVES", "REMAT_POLICIES",

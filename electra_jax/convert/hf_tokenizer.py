@@ -20,12 +20,13 @@ import os
 import numpy as np
 
 from electra_jax.convert import import_optional
-from electra_jax.data.tokenizer import (CLS_ID, CLS_PIECE, MASK_PIECE, PAD_PIECE, SEP_ID,
-                                        SEP_PIECE, SPECIAL_PIECES, UNK_ID, UNK_PIECE, Tokenizer)
+from electra_jax.data.tokenizer import Tokenizer
 from electra_jax.data.tokenizer_files import AnyTokenizer, SENTENCEPIECE_FILE
 from electra_jax.data.wordpiece import read_vocab, VOCAB_FILE, WordPieceTokenizer
 from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write
+from electra_jax.vocabulary import (CLS_ID, CLS_PIECE, MASK_PIECE, PAD_PIECE, SEP_ID, SEP_PIECE,
+                                    SPECIAL_PIECES, UNK_ID, UNK_PIECE)
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 FAST_TOKENIZER_FILE = "tokenizer.json"

@@ -7,13 +7,10 @@ from electra_jax.data.packing import ExampleBuilder, Examples, pack_documents
 from electra_jax.data.pipeline import prepare
 from electra_jax.data.shards import PreparedData
 from electra_jax.data.sources import read_documents, resolve_inputs
-from electra_jax.data.tokenizer import (CLS_ID, CLS_PIECE, MASK_ID, MASK_PIECE, PAD_ID, PAD_PIECE,
-                                        SEP_ID, SEP_PIECE, UNK_ID, UNK_PIECE, Tokenizer,
-                                        train_tokenizer)
+from electra_jax.data.tokenizer import Tokenizer, train_tokenizer
 
 __all__ = [
-    "CLS_ID", "CLS_PIECE", "ExampleBuilder", "Examples", "MASK_ID", "MASK_PIECE", "PAD_ID",
-    "PAD_PIECE", "PreparedData", "SEP_ID", "SEP_PIECE", "Tokenizer", "UNK_ID", "UNK_PIECE",
-    "builtin_documents", "eval_batches", "pack_documents", "prepare", "read_documents",
-    "read_examples", "resolve_inputs", "train_iterator", "train_tokenizer",
+    "ExampleBuilder", "Examples", "PreparedData", "Tokenizer", "builtin_documents",
+    "eval_batches", "pack_documents", "prepare", "read_documents", "read_examples",
+    "resolve_inputs", "train_iterator", "train_tokenizer",
 ]

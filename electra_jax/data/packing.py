@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from electra_jax.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
+from electra_jax.vocabulary import CLS_ID, PAD_ID, SEP_ID
 
 _MIN_TARGET_LENGTH = 5  # the shortest random target, as in the original
 

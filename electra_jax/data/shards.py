@@ -19,10 +19,10 @@ import os
 import numpy as np
 from array_record.python import array_record_module
 
-from electra_jax.data.tokenizer import PAD_ID
 from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write
+from electra_jax.vocabulary import PAD_ID
 
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "eval")

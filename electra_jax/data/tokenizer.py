@@ -18,21 +18,9 @@ import sentencepiece as spm
 
 from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write
+from electra_jax.vocabulary import (CLS_PIECE, MASK_PIECE, PAD_ID, PAD_PIECE, SEP_PIECE,
+                                    SPECIAL_PIECES, UNK_ID, UNK_PIECE)
 
-PAD_ID = 0
-UNK_ID = 1
-CLS_ID = 2
-SEP_ID = 3
-MASK_ID = 4
-
-PAD_PIECE = "[PAD]"
-UNK_PIECE = "[UNK]"
-CLS_PIECE = "[CLS]"
-SEP_PIECE = "[SEP]"
-MASK_PIECE = "[MASK]"
-
-SPECIAL_PIECES = {PAD_ID: PAD_PIECE, UNK_ID: UNK_PIECE, CLS_ID: CLS_PIECE, SEP_ID: SEP_PIECE,
-                  MASK_ID: MASK_PIECE}
 
 # Unigram training sums over threads, so its result depends on their number:
 # fixed here, it does not depend on the machine's cores.

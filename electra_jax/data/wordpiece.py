@@ -20,9 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from electra_jax.data.tokenizer import SPECIAL_PIECES, UNK_ID
 from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write
+from electra_jax.vocabulary import SPECIAL_PIECES, UNK_ID
 
 VOCAB_FILE = "vocab.txt"
 CONTINUATION = "##"

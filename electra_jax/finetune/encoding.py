@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
-from electra_jax.data.tokenizer import CLS_ID, SEP_ID
 from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax.vocabulary import CLS_ID, SEP_ID
 
 
 def pack(first: Sequence[int], second: Sequence[int] | None, max_seq_length: int

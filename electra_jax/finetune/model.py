@@ -19,11 +19,11 @@ import ml_collections
 import optax
 
 from electra_jax import config as config_lib
-from electra_jax.data.tokenizer import PAD_ID
 from electra_jax.finetune import tasks
 from electra_jax.models import electra
 from electra_jax.models.encoder import Encoder, EncoderSizes, ModelSettings, SharedEmbeddings
 from electra_jax.models.ops import Ops
+from electra_jax.vocabulary import PAD_ID
 
 Batch = dict[str, jax.Array]
 PRETRAINED = ("embeddings", "discriminator")  # the subtrees that come from pre-training

@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from electra_jax import config as config_lib
-from electra_jax.data.tokenizer import PAD_ID
 from electra_jax.models.encoder import (Encoder, EncoderSizes, ModelSettings, SharedEmbeddings,
                                         partitioned)
 from electra_jax.models.ops import Ops
+from electra_jax.vocabulary import PAD_ID
 
 
 class GeneratorHead(nn.Module):

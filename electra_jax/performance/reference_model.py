@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from electra_jax import config as config_lib
-from electra_jax.data.tokenizer import PAD_ID
+from electra_jax.vocabulary import PAD_ID
 
 
 class Layer(nn.Module):

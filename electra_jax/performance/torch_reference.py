@@ -22,9 +22,9 @@ import ml_collections
 
 from electra_jax import config as config_lib
 from electra_jax.convert import hf
-from electra_jax.data.tokenizer import MASK_ID, PAD_ID
 from electra_jax.errors import UserError
 from electra_jax.pretraining.objective import NEVER_MASKED
+from electra_jax.vocabulary import MASK_ID, PAD_ID
 
 
 def import_torch() -> tuple[Any, Any]:

@@ -1,4 +1,4 @@
-"""Pre-training's loop: `train_and_evaluate(config, workdir)`, what `python -m electra_jax.train` runs.
+"""Pre-training's loop: `train_and_evaluate(config, workdir)`, run by `python -m electra_jax.train`.
 
 It prepares the data (or reuses it), compiles the train and eval steps for the
 config's mesh, continues from the newest readable checkpoint of the workdir

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from electra_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES
+from electra_jax.vocabulary import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES
 
 NEVER_MASKED = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)
 FIRST_TEXT_ID = len(SPECIAL_PIECES)  # random replacement tokens are drawn from here on
