@@ -7,6 +7,7 @@ from typing import Mapping
 import numpy as np
 
 from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime.workdir import METRICS_FILE, TENSORBOARD_DIR
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -41,13 +42,13 @@ class MetricWriter:
   def __init__(self, workdir: str, start_step: int = 0):
     # Imported here: tensorboardX pulls in protobuf, which the library needs only here.
     from tensorboardX import SummaryWriter
-    path = os.path.join(workdir, "metrics.jsonl")
+    path = os.path.join(workdir, METRICS_FILE)
     if os.path.exists(path):
       with open(path, encoding="utf-8") as f:
         kept = [line.rstrip("\n") + "\n" for line in f if _logged_step(line) <= start_step]
       atomic_write(path, "".join(kept))
     self._jsonl = open(path, "a", encoding="utf-8")
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+    self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
                                       purge_step=start_step + 1)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:

@@ -23,6 +23,7 @@ from electra_jax.convert.exporting import export_run
 from electra_jax.errors import ConfigError, UserError
 from electra_jax.experiments import comparison
 from electra_jax.finetune import checkpoints, trainer
+from electra_jax.runtime import workdir as workdir_files
 
 
 class RecordingCheckpointer:
@@ -223,7 +224,7 @@ def test_downstream_runner_tabulates_inits_and_seeds_and_skips_finished_runs(tmp
     results = dict(task=config.task, seed=config.train.seed, score_name="accuracy", score=score,
                    train_seconds=10.0 + config.train.seed)
     os.makedirs(workdir)
-    with open(os.path.join(workdir, trainer.RESULTS_FILE), "w", encoding="utf-8") as f:
+    with open(os.path.join(workdir, workdir_files.RESULTS_FILE), "w", encoding="utf-8") as f:
       json.dump(results, f)
     return results
 

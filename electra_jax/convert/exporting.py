@@ -4,6 +4,7 @@ import os
 
 from electra_jax.convert import flax_format, hf, hf_params
 from electra_jax.errors import UserError
+from electra_jax.runtime import workdir as workdir_files
 from electra_jax.runtime.fileio import staged_directory
 
 FORMATS = ("hf", "flax")
@@ -18,7 +19,7 @@ def export_run(workdir: str, format_: str, out: str, step: int | None = None) ->
   """
   networks = list(hf_params.NETWORKS) if format_ == "hf" else ["discriminator"]
   if format_ == "hf" and flax_format.read_config(
-      os.path.join(workdir, flax_format.CONFIG_FILE)).objective == "mlm":
+      os.path.join(workdir, workdir_files.CONFIG_FILE)).objective == "mlm":
     raise UserError(f"{workdir} is an MLM run, which has no ELECTRA discriminator and generator "
                     "for Hugging Face; export its encoder with --format=flax")
   saved = flax_format.read(workdir, networks, step)

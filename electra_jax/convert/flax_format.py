@@ -36,10 +36,9 @@ from electra_jax.models import electra
 from electra_jax.pretraining import train_step
 from electra_jax.runtime import checkpointing, sharding
 from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime.workdir import (CHECKPOINTS_DIR, CONFIG_FILE, PARAMS_FILE,
+                                         SENTENCEPIECE_FILE, WORDPIECE_FILE)
 
-CONFIG_FILE = "config.json"
-PARAMS_FILE = "params.msgpack"
-CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +80,8 @@ def read(directory: str, networks: Sequence[str], step: int | None = None) -> Sa
   _check_shapes(params, {name: shapes[name] for name in names}, params_path)
   tokenizer = tokenizer_files.load_tokenizer(directory, config.data.lowercase)
   if tokenizer is None:
-    raise DataError(f"{directory} has no tokenizer ({tokenizer_files.SENTENCEPIECE_FILE} or "
-                    "vocab.txt); copy the one the model was trained with into it")
+    raise DataError(f"{directory} has no tokenizer ({SENTENCEPIECE_FILE} or "
+                    f"{WORDPIECE_FILE}); copy the one the model was trained with into it")
   return SavedModel(config, params, tokenizer)
 
 

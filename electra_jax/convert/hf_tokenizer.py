@@ -21,10 +21,11 @@ import numpy as np
 
 from electra_jax.convert import import_optional
 from electra_jax.data.tokenizer import Tokenizer
-from electra_jax.data.tokenizer_files import AnyTokenizer, SENTENCEPIECE_FILE
-from electra_jax.data.wordpiece import read_vocab, VOCAB_FILE, WordPieceTokenizer
+from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax.data.wordpiece import read_vocab, WordPieceTokenizer
 from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime.workdir import SENTENCEPIECE_FILE, WORDPIECE_FILE
 from electra_jax.vocabulary import (CLS_ID, CLS_PIECE, MASK_PIECE, PAD_PIECE, SEP_ID, SEP_PIECE,
                                     SPECIAL_PIECES, UNK_ID, UNK_PIECE)
 
@@ -54,7 +55,7 @@ def write_tokenizer(directory: str, tokenizer: AnyTokenizer, max_length: int) ->
   settings = {**_SPECIAL_TOKENS, "model_max_length": max_length,
               "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}
   if isinstance(tokenizer, WordPieceTokenizer):
-    tokenizer.save(os.path.join(directory, VOCAB_FILE))
+    tokenizer.save(os.path.join(directory, WORDPIECE_FILE))
     settings.update(tokenizer_class="ElectraTokenizer", do_lower_case=tokenizer.lowercase,
                     strip_accents=None, tokenize_chinese_chars=True)
   else:
@@ -71,7 +72,7 @@ def read_tokenizer(directory: str, vocab_size: int) -> ImportedTokenizer:
   `vocab_size` is config.json's: the vocabulary must have exactly that many pieces.
   """
   sentencepiece = os.path.join(directory, SENTENCEPIECE_FILE)
-  vocab = os.path.join(directory, VOCAB_FILE)
+  vocab = os.path.join(directory, WORDPIECE_FILE)
   if os.path.exists(sentencepiece):
     tokenizer, order, path = Tokenizer.load(sentencepiece), np.arange(vocab_size), sentencepiece
     size = tokenizer.vocab_size
@@ -82,7 +83,7 @@ def read_tokenizer(directory: str, vocab_size: int) -> ImportedTokenizer:
     tokenizer = WordPieceTokenizer([pieces[i] for i in order], _lowercase(directory),
                                    origin=vocab)
   else:
-    raise DataError(f"{directory} has no tokenizer: neither {VOCAB_FILE} (WordPiece) nor "
+    raise DataError(f"{directory} has no tokenizer: neither {WORDPIECE_FILE} (WordPiece) nor "
                     f"{SENTENCEPIECE_FILE} (SentencePiece); copy the tokenizer files of the "
                     "model into it")
   if size != vocab_size:

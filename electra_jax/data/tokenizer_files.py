@@ -11,17 +11,17 @@ own normalization; WordPiece lower-cases and strips accents when the run's
 import os
 
 from electra_jax.data.tokenizer import Tokenizer
-from electra_jax.data.wordpiece import VOCAB_FILE, WordPieceTokenizer
+from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import DataError
+from electra_jax.runtime.workdir import SENTENCEPIECE_FILE, WORDPIECE_FILE
 
-SENTENCEPIECE_FILE = "tokenizer.model"
 
 AnyTokenizer = Tokenizer | WordPieceTokenizer
 
 
 def tokenizer_path(directory: str) -> str | None:
   """The tokenizer file in `directory`, or None; two kinds at once is an error."""
-  found = [os.path.join(directory, name) for name in (SENTENCEPIECE_FILE, VOCAB_FILE)
+  found = [os.path.join(directory, name) for name in (SENTENCEPIECE_FILE, WORDPIECE_FILE)
            if os.path.exists(os.path.join(directory, name))]
   if len(found) > 1:
     raise DataError(f"{directory} holds two tokenizers, {' and '.join(found)}; its ids must "
@@ -37,14 +37,14 @@ def load_tokenizer(directory: str, lowercase: bool) -> AnyTokenizer | None:
   path = tokenizer_path(directory)
   if path is None:
     return None
-  if path.endswith(VOCAB_FILE):
+  if path.endswith(WORDPIECE_FILE):
     return WordPieceTokenizer.load(path, lowercase)
   return Tokenizer.load(path)
 
 
 def save_tokenizer(tokenizer: AnyTokenizer, directory: str) -> str:
   """Writes the tokenizer's file into `directory`; returns its path."""
-  name = VOCAB_FILE if isinstance(tokenizer, WordPieceTokenizer) else SENTENCEPIECE_FILE
+  name = WORDPIECE_FILE if isinstance(tokenizer, WordPieceTokenizer) else SENTENCEPIECE_FILE
   path = os.path.join(directory, name)
   tokenizer.save(path)
   return path

@@ -24,7 +24,6 @@ from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write
 from electra_jax.vocabulary import SPECIAL_PIECES, UNK_ID
 
-VOCAB_FILE = "vocab.txt"
 CONTINUATION = "##"
 _MAX_WORD_CHARS = 100
 _TOKEN_CACHE_SIZE = 1 << 20  # corpora repeat their words: most lookups hit

@@ -26,6 +26,7 @@ from electra_jax.convert import pretrained
 from electra_jax.errors import ConfigError, UserError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import tasks, trainer
+from electra_jax.runtime import workdir as workdir_files
 from electra_jax.runtime.fileio import atomic_write
 
 RANDOM = "random"
@@ -155,7 +156,7 @@ def run_all(inits: list[Init], task_names: list[str], seeds: list[int],
     for init in inits:
       for seed in seeds:
         workdir = os.path.join(out, task, init.label.replace(":", "_"), f"seed{seed}")
-        results_path = os.path.join(workdir, trainer.RESULTS_FILE)
+        results_path = os.path.join(workdir, workdir_files.RESULTS_FILE)
         if os.path.exists(results_path):
           with open(results_path, encoding="utf-8") as f:
             results = json.load(f)

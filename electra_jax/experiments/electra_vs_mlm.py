@@ -42,6 +42,7 @@ from electra_jax.performance import flops
 from electra_jax.pretraining import loop
 from electra_jax.pretraining import train_step as train_step_lib
 from electra_jax.runtime import sharding
+from electra_jax.runtime import workdir as workdir_files
 from electra_jax.runtime.fileio import atomic_write
 
 OBJECTIVES = ("electra", "mlm")
@@ -116,7 +117,7 @@ def measure_flops_per_second(config: ml_collections.ConfigDict, steps: int = 10)
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> float:
   """Trains (or continues) a workdir to its last step; returns the seconds it took here."""
-  if os.path.exists(os.path.join(workdir, flax_format.PARAMS_FILE)):
+  if os.path.exists(os.path.join(workdir, workdir_files.PARAMS_FILE)):
     logging.info("%s is trained already", workdir)
     return 0.0
   start = time.perf_counter()

@@ -19,8 +19,8 @@ from absl import logging
 import electra_jax
 from electra_jax.pretraining.train_step import TrainState
 from electra_jax.runtime import checkpointing
+from electra_jax.runtime.workdir import CHECKPOINTS_DIR
 
-CHECKPOINTS_DIR = "checkpoints"  # in the fine-tuning workdir
 # A checkpoint of another task, starting point or sequence length is another run...
 _FIXED_FIELDS = ("config.task", "config.init", "config.random_init", "config.max_seq_length")
 # ...where and how it runs may always change...

@@ -33,11 +33,9 @@ from electra_jax.finetune import optimizer as optimizer_lib
 from electra_jax.pretraining.train_step import TrainState
 from electra_jax.runtime import distributed, sharding
 from electra_jax.runtime.fileio import atomic_write, prepare_workdir
+from electra_jax.runtime.workdir import (BEST_DIR, CONFIG_FILE, METRICS_FILE, MODEL_CONFIG_FILE,
+                                         RESULTS_FILE)
 
-CONFIG_FILE = "config.json"  # the resolved fine-tuning config
-MODEL_FILE = "model_config.json"  # the encoder's `model` section, as pre-training wrote it
-RESULTS_FILE = "results.json"
-BEST_DIR = "best"  # params.msgpack, metrics.json and predictions-<split> of the best epoch
 SUBSAMPLE_SEED = 0x5EED  # max_examples draws the same rows whatever train.seed is
 
 
@@ -223,12 +221,13 @@ def _start_workdir(workdir: str, config: ml_collections.ConfigDict,
                    discriminator: pretrained.Discriminator) -> None:
   """Writes the config, the encoder's config and the tokenizer into a new workdir."""
   prepare_workdir(workdir)
-  for name in (RESULTS_FILE, "metrics.jsonl"):
+  for name in (RESULTS_FILE, METRICS_FILE):
     if os.path.exists(os.path.join(workdir, name)):
       raise UserError(f"{workdir} already holds a fine-tuning run ({name}); choose a new "
                       "--workdir")
   atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
-  atomic_write(os.path.join(workdir, MODEL_FILE), discriminator.model.to_json_best_effort(indent=2))
+  atomic_write(os.path.join(workdir, MODEL_CONFIG_FILE),
+               discriminator.model.to_json_best_effort(indent=2))
   if tokenizer_files.tokenizer_path(workdir) is None:
     tokenizer_files.save_tokenizer(discriminator.tokenizer, workdir)
 

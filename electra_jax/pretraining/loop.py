@@ -24,7 +24,7 @@ from absl import logging
 from electra_jax import config as config_lib
 from electra_jax import metrics as metrics_lib
 import electra_jax
-from electra_jax.convert import flax_format, pretrained
+from electra_jax.convert import pretrained
 from electra_jax.data import loader, pipeline
 from electra_jax.errors import DataError, UserError
 from electra_jax.models import electra
@@ -32,10 +32,10 @@ from electra_jax.performance import flops, program_cost
 from electra_jax.pretraining import objective
 from electra_jax.pretraining import train_step as train_step_lib
 from electra_jax.runtime import checkpointing, distributed, sharding
+from electra_jax.runtime import workdir as workdir_files
 from electra_jax.runtime.fileio import atomic_write, prepare_workdir
 
 EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data its own way
-CHECKPOINTS_DIR = flax_format.CHECKPOINTS_DIR  # in the workdir
 
 # What a run may change when it continues a workdir (its config.json, its checkpoints'
 # metadata): never the network's shapes or the tokenizer...
@@ -126,7 +126,7 @@ def check_continuation(saved: dict, current: dict, allow_changes: bool, source: 
 
 def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses a workdir that another config started, before anything is written to it."""
-  path = os.path.join(workdir, flax_format.CONFIG_FILE)
+  path = os.path.join(workdir, workdir_files.CONFIG_FILE)
   try:
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
@@ -136,7 +136,7 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     raise DataError(f"cannot read {path}: {error}; is {workdir} the workdir of a run?") from None
   current = {"config": json.loads(config_lib.resolved(config).to_json_best_effort())}
   changes = check_continuation({"config": saved}, current, config.checkpoint.allow_config_change,
-                               f"the workdir {workdir} (its {flax_format.CONFIG_FILE})")
+                               f"the workdir {workdir} (its {workdir_files.CONFIG_FILE})")
   if changes:
     logging.warning("Continuing %s with a changed config: %s", workdir, "; ".join(changes))
 
@@ -230,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = prepare_workdir(workdir) if primary else os.path.abspath(workdir)
   check_workdir_config(config, workdir)
   checkpoints = checkpointing.Checkpointer(
-      os.path.join(workdir, CHECKPOINTS_DIR), config.checkpoint.every_steps,
+      os.path.join(workdir, workdir_files.CHECKPOINTS_DIR), config.checkpoint.every_steps,
       config.checkpoint.keep, config.checkpoint.keep_every, config.checkpoint.asynchronous)
   # Process 0 writes the imported vocabulary, the tokenizer and the prepared data;
   # the others wait, then read them.
@@ -255,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state, start_step = restore_or_initialize(config, training, checkpoints, batches, metadata,
                                             imported_params)
   if primary:  # now that the checkpoint, if any, has been accepted
-    atomic_write(os.path.join(workdir, flax_format.CONFIG_FILE),
+    atomic_write(os.path.join(workdir, workdir_files.CONFIG_FILE),
                  config_lib.resolved(config).to_json_best_effort(indent=2))
   eval_batches = [to_global(b) for b in loader.eval_batches(data, t.batch_size, t.eval_batches,
                                                             **hosts)]
@@ -309,7 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  t.steps)
   params = sharding.to_host(state.params)  # every process takes part in gathering them
   if primary:
-    params_path = os.path.join(workdir, flax_format.PARAMS_FILE)
+    params_path = os.path.join(workdir, workdir_files.PARAMS_FILE)
     atomic_write(params_path, flax.serialization.msgpack_serialize(params))
     logging.info("Wrote the final parameters to %s", params_path)
   return eval_metrics
