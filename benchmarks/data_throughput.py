@@ -23,8 +23,9 @@ from absl import flags, logging
 from configs import base as base_config
 from configs import small as small_config
 from electra_jax import cli
-from electra_jax.data import loader, pipeline, shards
-from electra_jax.data.tokenizer_files import save_tokenizer
+from electra_jax.data import dataset
+from electra_jax.data import loader, shards
+from electra_jax.data.any_tokenizer import save_tokenizer
 from electra_jax.errors import UserError
 from electra_jax.performance import timing
 
@@ -45,7 +46,7 @@ _BASE_FILES = flags.DEFINE_integer("base_files", 8, "Corpus files prepared at le
 
 def timed_prepare(config, workdir: str) -> tuple[shards.PreparedData, float]:
   start = time.perf_counter()
-  data = pipeline.prepare(config, workdir)
+  data = dataset.prepare(config, workdir)
   return data, time.perf_counter() - start
 
 

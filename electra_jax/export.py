@@ -20,7 +20,7 @@ An MLM run (--config.objective=mlm) exports with --format=flax only.
 from absl import flags
 
 from electra_jax import cli
-from electra_jax.convert.exporting import export_run, FORMATS
+from electra_jax.convert.run_export import export_run, FORMATS
 from electra_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string(

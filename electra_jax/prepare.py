@@ -18,7 +18,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from electra_jax import cli
-from electra_jax.data import pipeline
+from electra_jax.data import dataset
 from electra_jax.errors import UserError
 from electra_jax.runtime.fileio import prepare_workdir
 
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
   config = cli.resolved_config(_CONFIG)
   if not _WORKDIR.value:
     raise UserError("--workdir is required: the directory of the run that will use the data")
-  data = pipeline.prepare(config, prepare_workdir(_WORKDIR.value))
+  data = dataset.prepare(config, prepare_workdir(_WORKDIR.value))
   splits = data.manifest["splits"]
   logging.info("Ready in %s: %s training and %s eval examples of %d tokens", data.directory,
                f"{splits['train']['examples']:,}", f"{splits['eval']['examples']:,}",

@@ -1,7 +1,7 @@
 """ELECTRA's special tokens at their fixed ids: for every tokenizer, the models and the objective.
 
 The model and the objective refer to [PAD], [CLS], [SEP] and [MASK] by id, so
-every tokenizer (data/tokenizer.py, data/wordpiece.py) puts them at 0-4, and
+every tokenizer (data/sentencepiece_tokenizer.py, data/wordpiece.py) puts them at 0-4, and
 loading one checks it. A module of its own, so that the models need not import
 the data pipeline to know which id is padding.
 """

@@ -8,7 +8,7 @@ import numpy as np
 
 from electra_jax import config as config_lib
 from electra_jax.convert import flax_format
-from electra_jax.convert.exporting import export_run
+from electra_jax.convert.run_export import export_run
 from electra_jax.data import builtin_documents
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.vocabulary import SPECIAL_PIECES

@@ -20,7 +20,7 @@ from conftest import REPO  # pylint: disable=wrong-import-position
 from convert_helpers import (SIZES, exported_random_run, google_order_pieces, our_order_pieces,
                              random_params, tiny_config, write_run, write_vocab)
 from electra_jax.convert import hf_params, pretrained
-from electra_jax.convert.exporting import export_run
+from electra_jax.convert.run_export import export_run
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import ConfigError, DataError, UserError
 from electra_jax.pretraining import loop

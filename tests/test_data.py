@@ -15,7 +15,7 @@ import sentencepiece as spm
 from conftest import make_documents
 from electra_jax.data import sources
 from electra_jax.data.packing import Examples, pack_documents
-from electra_jax.data.tokenizer import Tokenizer, train_tokenizer
+from electra_jax.data.sentencepiece_tokenizer import Tokenizer, train_tokenizer
 from electra_jax.errors import DataError
 from electra_jax.vocabulary import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, UNK_ID
 

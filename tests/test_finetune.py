@@ -19,10 +19,11 @@ import pytest
 import finetune_helpers as helpers
 from conftest import REPO
 from electra_jax.convert import pretrained
-from electra_jax.convert.exporting import export_run
+from electra_jax.convert.run_export import export_run
 from electra_jax.errors import ConfigError, UserError
 from electra_jax.experiments import comparison
-from electra_jax.finetune import checkpoints, trainer
+from electra_jax.finetune import resume
+from electra_jax.finetune import trainer
 from electra_jax.runtime import workdir as workdir_files
 
 
@@ -149,7 +150,7 @@ def test_sigterm_saves_and_the_same_run_continues_from_its_orbax_checkpoint(tmp_
   discriminator = pretrained.load_discriminator(init)
   config = lambda: helpers.config("sst2", init, str(tmp_path / "glue"))  # 6 steps an epoch
 
-  class TermAtStep(checkpoints.RunCheckpoints):
+  class TermAtStep(resume.RunCheckpoints):
     def save(self, state, progress):
       if progress["step"] == 8:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -160,7 +161,7 @@ def test_sigterm_saves_and_the_same_run_continues_from_its_orbax_checkpoint(tmp_
   with TermAtStep(config(), workdir) as checkpointer:
     assert trainer.finetune(config(), workdir, checkpointer, discriminator) is None
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["6", "8"]  # epoch 1, SIGTERM
-  with checkpoints.RunCheckpoints(config(), workdir) as checkpointer:
+  with resume.RunCheckpoints(config(), workdir) as checkpointer:
     resumed = trainer.finetune(config(), workdir, checkpointer, discriminator)
   assert resumed["history"] == full["history"]
   jax.tree.map(np.testing.assert_array_equal, read_params(tmp_path / "run" / "best"),
@@ -172,7 +173,7 @@ def test_sigterm_saves_and_the_same_run_continues_from_its_orbax_checkpoint(tmp_
   other = config()
   other.optim.learning_rate = 1e-3
   with pytest.raises(ConfigError, match="optim.learning_rate"):
-    with checkpoints.RunCheckpoints(other, workdir) as checkpointer:
+    with resume.RunCheckpoints(other, workdir) as checkpointer:
       trainer.finetune(other, workdir, checkpointer, discriminator)
 
 

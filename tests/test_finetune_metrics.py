@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from electra_jax.finetune import metrics
+from electra_jax import metrics
 
 
 def test_accuracy_and_f1_of_the_positive_class():

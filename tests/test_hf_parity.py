@@ -22,7 +22,7 @@ from convert_helpers import (LENGTH, SIZES, TRICKY, corpus,  # pylint: disable=w
                              our_order_pieces, random_params, tiny_config, write_run,
                              write_vocab)
 from electra_jax.convert import pretrained
-from electra_jax.convert.exporting import export_run
+from electra_jax.convert.run_export import export_run
 from electra_jax.data import train_tokenizer
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.models import electra

@@ -10,8 +10,8 @@ from conftest import REPO
 # The modules behind each command: importing one defines no flag of electra_jax's, so
 # that scripts and experiments can call them with configs (each CLI is a thin module).
 LIBRARIES = ("electra_jax.pretraining.loop", "electra_jax.finetune.trainer",
-             "electra_jax.convert.exporting", "electra_jax.data.pipeline",
-             "electra_jax.data.preparation", "electra_jax.performance.timing",
+             "electra_jax.convert.run_export", "electra_jax.data.dataset",
+             "electra_jax.data.shard_writer", "electra_jax.performance.timing",
              "electra_jax.performance.compile_report", "electra_jax.experiments.comparison",
              "electra_jax.experiments.electra_vs_mlm")
 MOST_LINES = 420  # "about 400"

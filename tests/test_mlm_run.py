@@ -11,7 +11,7 @@ from absl import logging
 
 from conftest import load_config, write_word_corpus
 from electra_jax.convert import flax_format, pretrained
-from electra_jax.convert.exporting import export_run
+from electra_jax.convert.run_export import export_run
 from electra_jax.errors import UserError
 from electra_jax.pretraining import loop
 

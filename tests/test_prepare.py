@@ -11,7 +11,9 @@ import pytest
 
 from conftest import REPO, make_documents, write_corpus
 from electra_jax.config import default_config
-from electra_jax.data import loader, pipeline, preparation, shards, sources, tfds_source
+from electra_jax.data import dataset
+from electra_jax.data import loader, shards, sources, tfds_source
+from electra_jax.data import shard_writer
 from electra_jax.errors import DataError
 from electra_jax.vocabulary import CLS_ID, PAD_ID, SEP_ID
 
@@ -41,7 +43,7 @@ def all_examples(data) -> dict[str, np.ndarray]:
 def test_prepare_writes_shards_and_a_manifest_then_reuses_them(tmp_path):
   source = write_files(tmp_path / "corpus", 3)
   workdir = tmp_path / "run"
-  data = pipeline.prepare(small_config(source), str(workdir))
+  data = dataset.prepare(small_config(source), str(workdir))
   directory = workdir / "data"
   assert data.directory == str(directory)
   assert sorted(os.listdir(workdir)) == ["data", "tokenizer.model"]
@@ -67,7 +69,7 @@ def test_prepare_writes_shards_and_a_manifest_then_reuses_them(tmp_path):
 
   shard = directory / "train-00000.array_record"
   written = shard.stat().st_mtime_ns
-  again = pipeline.prepare(small_config(source), str(workdir))
+  again = dataset.prepare(small_config(source), str(workdir))
   assert again.manifest == manifest and shard.stat().st_mtime_ns == written
   for split, ids in all_examples(again).items():
     np.testing.assert_array_equal(ids, examples[split])
@@ -75,8 +77,8 @@ def test_prepare_writes_shards_and_a_manifest_then_reuses_them(tmp_path):
 
 def test_examples_do_not_depend_on_the_number_of_workers(tmp_path):
   source = write_files(tmp_path / "corpus", 4)
-  one = pipeline.prepare(small_config(source), str(tmp_path / "one"))
-  two = pipeline.prepare(small_config(source, num_workers=2), str(tmp_path / "two"))
+  one = dataset.prepare(small_config(source), str(tmp_path / "one"))
+  two = dataset.prepare(small_config(source, num_workers=2), str(tmp_path / "two"))
   assert two.tokenizer.sha256 == one.tokenizer.sha256
   for split, ids in all_examples(one).items():
     np.testing.assert_array_equal(all_examples(two)[split], ids)
@@ -95,12 +97,12 @@ def test_an_interrupted_preparation_resumes_where_it_stopped(tmp_path, monkeypat
     return real_read(item, *args)
 
   monkeypatch.setattr(sources, "read_documents", real_read)
-  pipeline.prepare(config, str(tmp_path / "tokenizer-only"))  # the same tokenizer, trained apart
+  dataset.prepare(config, str(tmp_path / "tokenizer-only"))  # the same tokenizer, trained apart
   os.makedirs(tmp_path / "run")
   os.replace(tmp_path / "tokenizer-only" / "tokenizer.model", tmp_path / "run" / "tokenizer.model")
   monkeypatch.setattr(sources, "read_documents", interrupted_at_the_third_input)
   with pytest.raises(KeyboardInterrupt):
-    pipeline.prepare(config, str(tmp_path / "run"))
+    dataset.prepare(config, str(tmp_path / "run"))
   directory = tmp_path / "run" / "data"
   assert not (directory / "manifest.json").exists()
   assert sorted(os.listdir(directory / "inputs")) == ["00000.json", "00001.json"]
@@ -110,10 +112,10 @@ def test_an_interrupted_preparation_resumes_where_it_stopped(tmp_path, monkeypat
   read.clear()
   monkeypatch.setattr(sources, "read_documents", lambda item, *args: (
       read.append(os.path.basename(item.name)), real_read(item, *args))[1])
-  resumed = pipeline.prepare(config, str(tmp_path / "run"))
+  resumed = dataset.prepare(config, str(tmp_path / "run"))
   assert read == ["part-2.txt"]
   assert (directory / "train-00000.array_record").stat().st_mtime_ns == finished
-  uninterrupted = pipeline.prepare(config, str(tmp_path / "uninterrupted"))
+  uninterrupted = dataset.prepare(config, str(tmp_path / "uninterrupted"))
   assert resumed.manifest["splits"] == uninterrupted.manifest["splits"]
   for split, ids in all_examples(uninterrupted).items():
     np.testing.assert_array_equal(all_examples(resumed)[split], ids)
@@ -122,42 +124,42 @@ def test_an_interrupted_preparation_resumes_where_it_stopped(tmp_path, monkeypat
 def test_prepared_data_of_other_settings_or_tokenizer_is_refused(tmp_path):
   source = write_files(tmp_path / "corpus", 2)
   shared = str(tmp_path / "shared")
-  pipeline.prepare(small_config(source, dir=shared), str(tmp_path / "a"))
+  dataset.prepare(small_config(source, dir=shared), str(tmp_path / "a"))
   manifest = (tmp_path / "shared" / "manifest.json").read_text()
 
   with pytest.raises(DataError, match=r"prepared with data.max_seq_length=32, but this run has "
                      r"64; set --config.data.dir to a new directory"):
-    pipeline.prepare(small_config(source, dir=shared, max_seq_length=64), str(tmp_path / "b"))
+    dataset.prepare(small_config(source, dir=shared, max_seq_length=64), str(tmp_path / "b"))
   write_files(tmp_path / "corpus", 3)  # the glob now matches one file more
   with pytest.raises(DataError, match=r"prepared with 2 inputs from data.source='.*', but this "
                      r"run's data.source='.*' gives 3"):
-    pipeline.prepare(small_config(source, dir=shared), str(tmp_path / "b"))
+    dataset.prepare(small_config(source, dir=shared), str(tmp_path / "b"))
   (tmp_path / "corpus" / "part-2.txt").unlink()
   with pytest.raises(DataError, match=r"tokenizer.model has 200 pieces but model.vocab_size=300; "
                      r"set --config.model.vocab_size=200"):
-    pipeline.prepare(small_config(source, vocab_size=300, dir=shared), str(tmp_path / "b"))
+    dataset.prepare(small_config(source, vocab_size=300, dir=shared), str(tmp_path / "b"))
 
-  other = pipeline.prepare(small_config(write_files(tmp_path / "other", 2), vocab_size=150),
+  other = dataset.prepare(small_config(write_files(tmp_path / "other", 2), vocab_size=150),
                            str(tmp_path / "c"))
   (tmp_path / "d").mkdir()
   other.tokenizer.save(str(tmp_path / "d" / "tokenizer.model"))
   with pytest.raises(DataError, match="is not the tokenizer the prepared data was made with"):
-    pipeline.prepare(small_config(source, dir=shared), str(tmp_path / "d"))
+    dataset.prepare(small_config(source, dir=shared), str(tmp_path / "d"))
   assert (tmp_path / "shared" / "manifest.json").read_text() == manifest  # nothing overwritten
 
 
 def test_a_partial_preparation_with_other_settings_is_refused(tmp_path):
   source = write_files(tmp_path / "corpus", 2)
-  data = pipeline.prepare(small_config(source), str(tmp_path))
+  data = dataset.prepare(small_config(source), str(tmp_path))
   os.remove(os.path.join(data.directory, "manifest.json"))  # as if interrupted
   with pytest.raises(DataError, match="holds a preparation interrupted with other settings"):
-    pipeline.prepare(small_config(source, short_seq_prob=0.5), str(tmp_path))
+    dataset.prepare(small_config(source, short_seq_prob=0.5), str(tmp_path))
 
 
 def test_prepare_writes_nothing_when_the_corpus_is_missing(tmp_path):
   workdir = tmp_path / "run"
   with pytest.raises(DataError, match="no file matches"):
-    pipeline.prepare(small_config(str(tmp_path / "missing.txt")), str(workdir))
+    dataset.prepare(small_config(str(tmp_path / "missing.txt")), str(workdir))
   assert not workdir.exists()
 
 
@@ -169,7 +171,7 @@ def test_bad_input_is_counted_and_reported_at_the_end(tmp_path, caplog):
   (corpus / "part-latin1.txt").write_bytes("caf\xe9\n".encode("latin-1") + b"Kalo.\n")
   (corpus / "part-short.txt").write_text("Kalo.\n\nMine suta.\n")
   with caplog.at_level(logging.INFO):
-    data = pipeline.prepare(small_config(f"{corpus}/part-*", min_document_tokens=6), str(tmp_path))
+    data = dataset.prepare(small_config(f"{corpus}/part-*", min_document_tokens=6), str(tmp_path))
   skipped = data.manifest["skipped"]
   assert {reason: entry["count"] for reason, entry in skipped.items()} == {
       sources.EMPTY_FILE: 1, sources.BINARY_FILE: 1, sources.UNDECODABLE_LINE: 1,
@@ -185,20 +187,20 @@ def test_a_corpus_without_text_is_one_clear_error(tmp_path):
   (tmp_path / "data.bin").write_bytes(bytes(range(256)))
   with pytest.raises(DataError, match=r"has no text \(1 binary files \(in .*data.bin\); 1 empty "
                      r"files \(in .*empty.txt\)\)"):
-    pipeline.prepare(small_config(f"{tmp_path}/*"), str(tmp_path / "run"))
+    dataset.prepare(small_config(f"{tmp_path}/*"), str(tmp_path / "run"))
 
 
 def test_an_empty_eval_split_is_one_clear_error(tmp_path):
   source = write_corpus(tmp_path / "corpus.txt", make_documents(3, lines_per_document=100))
   with pytest.raises(DataError, match="no document .* was held out for evaluation; raise "
                      "--config.data.eval_fraction"):
-    pipeline.prepare(small_config(source, eval_fraction=0.001), str(tmp_path / "run"))
+    dataset.prepare(small_config(source, eval_fraction=0.001), str(tmp_path / "run"))
   assert not (tmp_path / "run" / "data" / "manifest.json").exists()
 
 
 def test_documents_are_held_out_by_content():
   documents = make_documents(2000, lines_per_document=2)
-  held_out = preparation._held_out  # pylint: disable=protected-access
+  held_out = shard_writer._held_out  # pylint: disable=protected-access
   chosen = [held_out(d, 0.1) for d in documents]
   assert 150 < sum(chosen) < 250
   assert chosen == [held_out(list(d), 0.1) for d in documents[::-1]][::-1]
@@ -239,7 +241,7 @@ def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
   monkeypatch.setattr(tfds_source, "RECORDS_PER_INPUT", 12)
   config = small_config("tfds:wikipedia/20230601.en", vocab_size=40, min_document_tokens=1)
   with tfds.testing.mock_data(num_examples=30, data_dir=str(tmp_path / "tfds")):
-    data = pipeline.prepare(config, str(tmp_path / "run"))
+    data = dataset.prepare(config, str(tmp_path / "run"))
   assert data.manifest["inputs"] == [[f"tfds:wikipedia/20230601.en train[{a}:{b}]", b - a]
                                      for a, b in ((0, 12), (12, 24), (24, 30))]
   splits = data.manifest["splits"]

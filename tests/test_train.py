@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config
-from electra_jax.data import loader, pipeline
+from electra_jax.data import dataset
+from electra_jax.data import loader
 from electra_jax.pretraining import loop
 from electra_jax.vocabulary import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
@@ -71,7 +72,7 @@ def test_tiny_model_learns(tmp_path):
   config.optim.warmup_steps = 40
   config.train.eval_every = 0
   metrics = loop.train_and_evaluate(config, str(tmp_path))
-  data = pipeline.prepare(config, str(tmp_path))  # reuses the prepared data
+  data = dataset.prepare(config, str(tmp_path))  # reuses the prepared data
   baseline = most_frequent_token_accuracy(loader.read_examples(data, "eval"))
   assert metrics["gen_accuracy"] > 1.5 * baseline, (metrics, baseline)
   assert metrics["disc_auc"] > 0.65, metrics

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from convert_helpers import TRICKY, corpus, our_order_pieces
-from electra_jax.data import tokenizer_files
+from electra_jax.data import any_tokenizer
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import DataError
 from electra_jax.vocabulary import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
@@ -46,21 +46,21 @@ def test_decode_glues_continuations(tokenizer):
 
 
 def test_save_load_and_the_single_loader(tokenizer, tmp_path):
-  path = tokenizer_files.save_tokenizer(tokenizer, str(tmp_path))
+  path = any_tokenizer.save_tokenizer(tokenizer, str(tmp_path))
   assert os.listdir(tmp_path) == ["vocab.txt"] and path == str(tmp_path / "vocab.txt")
-  loaded = tokenizer_files.load_tokenizer(str(tmp_path), lowercase=True)
+  loaded = any_tokenizer.load_tokenizer(str(tmp_path), lowercase=True)
   assert isinstance(loaded, WordPieceTokenizer) and loaded.sha256 == tokenizer.sha256
   assert loaded.encode(TRICKY) == tokenizer.encode(TRICKY)
-  cased = tokenizer_files.load_tokenizer(str(tmp_path), lowercase=False)
+  cased = any_tokenizer.load_tokenizer(str(tmp_path), lowercase=False)
   assert cased.sha256 != tokenizer.sha256  # the casing decides ids too
-  assert tokenizer_files.load_tokenizer(str(tmp_path / "none"), lowercase=True) is None
+  assert any_tokenizer.load_tokenizer(str(tmp_path / "none"), lowercase=True) is None
 
 
 def test_two_tokenizers_in_one_directory_is_an_error(tokenizer, tmp_path):
   tokenizer.save(str(tmp_path / "vocab.txt"))
   (tmp_path / "tokenizer.model").write_bytes(b"")
   with pytest.raises(DataError, match="holds two tokenizers"):
-    tokenizer_files.load_tokenizer(str(tmp_path), lowercase=True)
+    any_tokenizer.load_tokenizer(str(tmp_path), lowercase=True)
 
 
 def test_equals_bert_basic_and_wordpiece_tokenizers(tmp_path):

@@ -5,7 +5,7 @@
   hf           Hugging Face folders: config.json, model.safetensors, tokenizer
   flax_format  a run's or an export's config.json + params.msgpack + tokenizer
   pretrained   where a model comes from: fine-tuning's and pre-training's entry points
-  exporting    where a finished run's model goes (`python -m electra_jax.export`)
+  run_export   where a finished run's model goes (`python -m electra_jax.export`)
 """
 
 import importlib

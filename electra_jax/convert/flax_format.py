@@ -30,7 +30,7 @@ import numpy as np
 
 from electra_jax import config as config_lib
 from electra_jax.convert.hf_params import NETWORKS
-from electra_jax.data import tokenizer_files
+from electra_jax.data import any_tokenizer
 from electra_jax.errors import ConfigError, DataError
 from electra_jax.models import electra
 from electra_jax.pretraining import train_step
@@ -47,7 +47,7 @@ class SavedModel:
 
   config: ml_collections.ConfigDict
   params: dict
-  tokenizer: tokenizer_files.AnyTokenizer
+  tokenizer: any_tokenizer.AnyTokenizer
 
 
 def is_saved_model(directory: str) -> bool:
@@ -78,7 +78,7 @@ def read(directory: str, networks: Sequence[str], step: int | None = None) -> Sa
   names = sorted({name for network in networks for name in NETWORKS[network] if name in shapes})
   params = {name: saved.get(name) for name in names}
   _check_shapes(params, {name: shapes[name] for name in names}, params_path)
-  tokenizer = tokenizer_files.load_tokenizer(directory, config.data.lowercase)
+  tokenizer = any_tokenizer.load_tokenizer(directory, config.data.lowercase)
   if tokenizer is None:
     raise DataError(f"{directory} has no tokenizer ({SENTENCEPIECE_FILE} or "
                     f"{WORDPIECE_FILE}); copy the one the model was trained with into it")
@@ -112,7 +112,7 @@ def write(directory: str, model: SavedModel) -> None:
   atomic_write(os.path.join(directory, CONFIG_FILE), model.config.to_json_best_effort(indent=2))
   atomic_write(os.path.join(directory, PARAMS_FILE),
                flax.serialization.msgpack_serialize(jax.device_get(model.params)))
-  tokenizer_files.save_tokenizer(model.tokenizer, directory)
+  any_tokenizer.save_tokenizer(model.tokenizer, directory)
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ import numpy as np
 
 from electra_jax import config as config_lib
 from electra_jax.convert import hf_params, hf_tokenizer, import_optional
-from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write
 from electra_jax.vocabulary import PAD_ID

@@ -20,8 +20,8 @@ import os
 import numpy as np
 
 from electra_jax.convert import import_optional
-from electra_jax.data.tokenizer import Tokenizer
-from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax.data.any_tokenizer import AnyTokenizer
+from electra_jax.data.sentencepiece_tokenizer import Tokenizer
 from electra_jax.data.wordpiece import read_vocab, WordPieceTokenizer
 from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write

@@ -25,7 +25,7 @@ from absl import logging
 
 from electra_jax import config as config_lib
 from electra_jax.convert import flax_format, hf, hf_params, hf_tokenizer
-from electra_jax.data import tokenizer_files
+from electra_jax.data import any_tokenizer
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import ConfigError, DataError
 
@@ -43,7 +43,7 @@ class Discriminator:
 
   model: ml_collections.ConfigDict
   params: dict
-  tokenizer: tokenizer_files.AnyTokenizer
+  tokenizer: any_tokenizer.AnyTokenizer
 
 
 def load_discriminator(path: str) -> Discriminator:
@@ -98,7 +98,7 @@ def init_from_hf(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _check_config(config: ml_collections.ConfigDict, model: ml_collections.ConfigDict,
-                  tokenizer: tokenizer_files.AnyTokenizer, source: str) -> None:
+                  tokenizer: any_tokenizer.AnyTokenizer, source: str) -> None:
   """One error naming every config field that disagrees with the checkpoint, and its fix."""
   wanted = {f"model.{field}": model[field] for field in hf.ARCHITECTURE_FIELDS}
   imported = config_lib.default_config()
@@ -130,11 +130,11 @@ def _reorder_vocabulary(params: dict, order: np.ndarray) -> dict:
 def _save_vocabulary(vocabulary: hf_tokenizer.ImportedTokenizer, workdir: str,
                      lowercase: bool) -> None:
   """Puts the imported tokenizer in the workdir, unless that already has this very one."""
-  existing = tokenizer_files.load_tokenizer(workdir, lowercase)
+  existing = any_tokenizer.load_tokenizer(workdir, lowercase)
   if existing is None:
-    path = tokenizer_files.save_tokenizer(vocabulary.tokenizer, workdir)
+    path = any_tokenizer.save_tokenizer(vocabulary.tokenizer, workdir)
     logging.info("Wrote the tokenizer of %s to %s%s", vocabulary.path, path,
                  " (special tokens moved to ids 0-4)" if vocabulary.reordered else "")
   elif existing.sha256 != vocabulary.tokenizer.sha256:
-    raise DataError(f"{tokenizer_files.tokenizer_path(workdir)} is not the tokenizer of "
+    raise DataError(f"{any_tokenizer.tokenizer_path(workdir)} is not the tokenizer of "
                     f"{vocabulary.path}; start from a checkpoint in a new --workdir")

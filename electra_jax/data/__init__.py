@@ -2,12 +2,12 @@
 and the loader."""
 
 from electra_jax.data.builtin_corpus import builtin_documents
+from electra_jax.data.dataset import prepare
 from electra_jax.data.loader import eval_batches, read_examples, train_iterator
 from electra_jax.data.packing import ExampleBuilder, Examples, pack_documents
-from electra_jax.data.pipeline import prepare
+from electra_jax.data.sentencepiece_tokenizer import Tokenizer, train_tokenizer
 from electra_jax.data.shards import PreparedData
 from electra_jax.data.sources import read_documents, resolve_inputs
-from electra_jax.data.tokenizer import Tokenizer, train_tokenizer
 
 __all__ = [
     "ExampleBuilder", "Examples", "PreparedData", "Tokenizer", "builtin_documents",

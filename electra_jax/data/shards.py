@@ -19,7 +19,7 @@ import os
 import numpy as np
 from array_record.python import array_record_module
 
-from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.runtime.fileio import atomic_write
 from electra_jax.vocabulary import PAD_ID

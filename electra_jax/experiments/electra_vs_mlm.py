@@ -35,7 +35,8 @@ from absl import logging
 
 from electra_jax import config as config_lib
 import electra_jax
-from electra_jax.convert import exporting, flax_format
+from electra_jax.convert import flax_format
+from electra_jax.convert import run_export
 from electra_jax.errors import UserError
 from electra_jax.experiments import comparison
 from electra_jax.performance import flops
@@ -133,7 +134,7 @@ def export_fractions(p: Plan, workdir: str, models_dir: str) -> dict[float, str]
   for fraction, step in p.fraction_steps.items():
     paths[fraction] = os.path.join(models_dir, f"{p.objective}-{fraction:g}")
     if not flax_format.is_saved_model(paths[fraction]):
-      exporting.export_run(workdir, "flax", paths[fraction], step=step)
+      run_export.export_run(workdir, "flax", paths[fraction], step=step)
   return paths
 
 

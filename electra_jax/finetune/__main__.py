@@ -34,8 +34,9 @@ from ml_collections import config_flags
 
 from electra_jax import cli
 from electra_jax.errors import UserError
-from electra_jax.finetune import checkpoints, trainer
 from electra_jax.finetune import config as config_lib
+from electra_jax.finetune import resume
+from electra_jax.finetune import trainer
 from electra_jax.runtime import cluster_flags, distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # process 0 reports for all
   workdir = _WORKDIR.value or os.path.join("runs", "finetune", config.task)
   logging.info("Writing to %s", os.path.abspath(workdir))
-  with checkpoints.RunCheckpoints(config, workdir) as checkpointer:
+  with resume.RunCheckpoints(config, workdir) as checkpointer:
     trainer.finetune(config, workdir, checkpointer)
 
 

@@ -19,9 +19,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax import metrics as metrics_lib
+from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import DataError
-from electra_jax.finetune import metrics as metrics_lib
 from electra_jax.finetune import tasks
 from electra_jax.runtime.fileio import atomic_write
 from electra_jax.vocabulary import CLS_ID, SEP_ID, UNK_ID

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
-from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.vocabulary import CLS_ID, SEP_ID
 
 

@@ -19,12 +19,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from electra_jax import metrics as metrics_lib
 from electra_jax.data import tfds_source
-from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import encoding, tasks
-from electra_jax.finetune import metrics as metrics_lib
 from electra_jax.runtime.fileio import atomic_write
 
 # STS-B's similarity scores lie in [0, 5]; the model regresses them divided by 5, as the

@@ -23,10 +23,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from electra_jax.data.tokenizer_files import AnyTokenizer
+from electra_jax import metrics as metrics_lib
+from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import ConfigError, DataError
 from electra_jax.finetune import encoding, tasks
-from electra_jax.finetune import metrics as metrics_lib
 from electra_jax.runtime.fileio import atomic_write
 
 FILES = {"squad1": ("train-v1.1.json", "dev-v1.1.json"),

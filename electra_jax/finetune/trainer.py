@@ -21,10 +21,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from electra_jax import metrics as metrics_writer
 from electra_jax import target
 from electra_jax.convert import pretrained
-from electra_jax.data import tokenizer_files
+from electra_jax.data import any_tokenizer
 from electra_jax.errors import ConfigError, DataError, UserError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import conll, glue, squad, steps, tasks
@@ -32,6 +31,7 @@ from electra_jax.finetune import model as model_lib
 from electra_jax.finetune import optimizer as optimizer_lib
 from electra_jax.pretraining.train_step import TrainState
 from electra_jax.runtime import distributed, sharding
+from electra_jax.runtime import metric_writer
 from electra_jax.runtime.fileio import atomic_write, prepare_workdir
 from electra_jax.runtime.workdir import (BEST_DIR, CONFIG_FILE, METRICS_FILE, MODEL_CONFIG_FILE,
                                          RESULTS_FILE)
@@ -150,7 +150,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                t.epochs, steps_per_epoch, t.batch_size, config.optim.learning_rate,
                config.optim.layer_decay)
 
-  writer = metrics_writer.MetricWriter(workdir, progress["step"]) if primary else None
+  writer = metric_writer.MetricWriter(workdir, progress["step"]) if primary else None
   window, window_start = [], 0.0
   for step in range(progress["step"], total_steps):
     if not window:  # evaluation and logging are not training time
@@ -228,8 +228,8 @@ def _start_workdir(workdir: str, config: ml_collections.ConfigDict,
   atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
   atomic_write(os.path.join(workdir, MODEL_CONFIG_FILE),
                discriminator.model.to_json_best_effort(indent=2))
-  if tokenizer_files.tokenizer_path(workdir) is None:
-    tokenizer_files.save_tokenizer(discriminator.tokenizer, workdir)
+  if any_tokenizer.tokenizer_path(workdir) is None:
+    any_tokenizer.save_tokenizer(discriminator.tokenizer, workdir)
 
 
 def _with_pretrained(params: Any, pretrained_params: dict) -> Any:

@@ -25,13 +25,14 @@ from electra_jax import config as config_lib
 from electra_jax import metrics as metrics_lib
 import electra_jax
 from electra_jax.convert import pretrained
-from electra_jax.data import loader, pipeline
+from electra_jax.data import dataset
+from electra_jax.data import loader
 from electra_jax.errors import DataError, UserError
 from electra_jax.models import electra
 from electra_jax.performance import flops, program_cost
 from electra_jax.pretraining import objective
 from electra_jax.pretraining import train_step as train_step_lib
-from electra_jax.runtime import checkpointing, distributed, sharding
+from electra_jax.runtime import checkpointing, distributed, metric_writer, sharding
 from electra_jax.runtime import workdir as workdir_files
 from electra_jax.runtime.fileio import atomic_write, prepare_workdir
 
@@ -237,7 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   imported_params = (distributed.primary_first(lambda: pretrained.init_from_hf(config, workdir),
                                             "imported checkpoint")
                      if t.init_from and not checkpoints.all_steps() else None)
-  data = distributed.primary_first(lambda: pipeline.prepare(config, workdir), "prepared data")
+  data = distributed.primary_first(lambda: dataset.prepare(config, workdir), "prepared data")
 
   training = train_step_lib.compile_training(config, mesh)
   log_compiled(training, mesh)
@@ -260,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_batches = [to_global(b) for b in loader.eval_batches(data, t.batch_size, t.eval_batches,
                                                             **hosts)]
   tokens_per_step = t.batch_size * config.data.max_seq_length
-  writer = metrics_lib.MetricWriter(workdir, start_step) if primary else _Discard()
+  writer = metric_writer.MetricWriter(workdir, start_step) if primary else _Discard()
   eval_metrics, unchecked = {}, []
   # The step was compiled ahead of time: the first one is timed like the others.
   window, window_start = [], time.perf_counter()

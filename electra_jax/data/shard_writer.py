@@ -25,8 +25,8 @@ import tqdm
 from absl import logging
 
 from electra_jax.data import shards, sources
+from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.data.packing import ExampleBuilder
-from electra_jax.data.tokenizer_files import AnyTokenizer
 from electra_jax.errors import DataError
 
 FORMAT_VERSION = 1

@@ -14,11 +14,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from electra_jax.data import preparation, shards, sources
-from electra_jax.data.shards import PreparedData
-from electra_jax.data.tokenizer import train_tokenizer
-from electra_jax.data.tokenizer_files import (AnyTokenizer, load_tokenizer, save_tokenizer,
+from electra_jax.data import shard_writer
+from electra_jax.data import shards, sources
+from electra_jax.data.any_tokenizer import (AnyTokenizer, load_tokenizer, save_tokenizer,
                                               tokenizer_path)
+from electra_jax.data.sentencepiece_tokenizer import train_tokenizer
+from electra_jax.data.shards import PreparedData
 from electra_jax.errors import DataError
 
 DATA_SUBDIR = "data"  # the prepared data's place in the workdir when data.dir is unset
@@ -38,20 +39,20 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> PreparedData:
   fails first).
   """
   directory = data_directory(config, workdir)
-  settings = preparation.Settings.from_config(config)
+  settings = shard_writer.Settings.from_config(config)
   inputs = sources.resolve_inputs(config.data.source, settings.read_options)
   manifest = shards.read_json(os.path.join(directory, shards.MANIFEST_FILE))
   if manifest is None:
     tokenizer = _load_or_train_tokenizer(config, workdir, directory, inputs)
-    manifest = preparation.build(directory, inputs, tokenizer, settings, config.data.source,
+    manifest = shard_writer.build(directory, inputs, tokenizer, settings, config.data.source,
                                  config.data.num_workers)
   else:
     tokenizer = _load_tokenizer(directory, config)
     if tokenizer is None:
       raise DataError(f"{directory} holds prepared data but no tokenizer; set --config.data.dir "
                       "to a new directory to prepare the data again")
-    preparation.check_identity(
-        manifest, preparation.identity(config.data.source, inputs, tokenizer, settings), directory)
+    shard_writer.check_identity(
+        manifest, shard_writer.identity(config.data.source, inputs, tokenizer, settings), directory)
     logging.info("Using the data prepared in %s: %s training examples", directory,
                  f"{manifest['splits']['train']['examples']:,}")
   _keep_with_run(tokenizer, workdir, config)
@@ -91,7 +92,7 @@ def _tokenizer_documents(config: ml_collections.ConfigDict,
   A sample of inputs rather than of lines, so that a huge corpus is not read
   twice; the tokenizer then samples its lines from these.
   """
-  settings = preparation.Settings.from_config(config)
+  settings = shard_writer.Settings.from_config(config)
   order = np.random.default_rng(config.train.seed).permutation(len(inputs))
   documents, num_lines, report = [], 0, sources.SkipReport()
   for index in order:

@@ -10,7 +10,7 @@ own normalization; WordPiece lower-cases and strips accents when the run's
 
 import os
 
-from electra_jax.data.tokenizer import Tokenizer
+from electra_jax.data.sentencepiece_tokenizer import Tokenizer
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import DataError
 from electra_jax.runtime.workdir import SENTENCEPIECE_FILE, WORDPIECE_FILE

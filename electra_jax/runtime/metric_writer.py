@@ -1,0 +1,48 @@
+"""Where a run's logged metrics go: `metrics.jsonl` and TensorBoard event files in the workdir."""
+
+import json
+import os
+from typing import Mapping
+
+from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime.workdir import METRICS_FILE, TENSORBOARD_DIR
+
+
+class MetricWriter:
+  """Appends metrics to `metrics.jsonl` and to TensorBoard event files in the workdir.
+
+  Each JSON line is one logged step of one split: {"step", "split", "loss", ...}.
+  A run that starts at `start_step` (resumed from a checkpoint, or 0) drops what
+  an interrupted run logged after it, from both, since those steps run again.
+  """
+
+  def __init__(self, workdir: str, start_step: int = 0):
+    # Imported here: tensorboardX pulls in protobuf, which the library needs only here.
+    from tensorboardX import SummaryWriter
+    path = os.path.join(workdir, METRICS_FILE)
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        kept = [line.rstrip("\n") + "\n" for line in f if _logged_step(line) <= start_step]
+      atomic_write(path, "".join(kept))
+    self._jsonl = open(path, "a", encoding="utf-8")
+    self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
+                                      purge_step=start_step + 1)
+
+  def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+    self._jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+    self._jsonl.flush()
+    for name, value in metrics.items():
+      self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+    self._tensorboard.flush()
+
+  def close(self) -> None:
+    self._jsonl.close()
+    self._tensorboard.close()
+
+
+def _logged_step(line: str) -> float:
+  """The step of a metrics.jsonl line; infinite for one cut short by a killed run."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return float("inf")
