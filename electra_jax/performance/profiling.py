@@ -29,7 +29,7 @@ def timed_steps(step: Callable[[], float], count: int) -> tuple[list[float], lis
   On a CPU, kernel time is mostly page faults on the memory that XLA allocates
   afresh for each step. It is small on most hosts, but a VM that hands freed
   memory back to its host (free page reporting) can make it as long as the
-  step's own work (benchmarks/README.md); this is how a reader of the table
+  step's own work (docs/performance.md); this is how a reader of the table
   tells the two apart.
   """
   seconds, kernel_seconds = [], []

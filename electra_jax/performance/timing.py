@@ -115,7 +115,7 @@ def measure(config: ml_collections.ConfigDict, compare: str, steps: int, warmup:
     steppers["torch"] = TorchStep(config)
   # Each framework's steps run back to back, as in training: a step of the other
   # one in between left the memory system in a state that slowed ours more than
-  # twice over here (benchmarks/README.md).
+  # twice over on this project's VM.
   times = {}
   for name, step in steppers.items():
     for _ in range(warmup):
@@ -190,7 +190,7 @@ def print_record(record: dict[str, Any], peak: flops.Peak | None) -> None:
         rows.append((f"{name} kernel time",
                      f"{r['kernel_s']:.3f} CPU seconds per step (mean, all threads) in the "
                      "kernel: page faults on freshly allocated memory, slow on VMs that return "
-                     "freed memory to their host (benchmarks/README.md)"))
+                     "freed memory to their host (docs/performance.md)"))
   if "speedup" in record:
     rows.append(("jax / torch", f"{record['speedup']:.2f}x the tokens/s"))
   width = max(len(label) for label, _ in rows)

@@ -28,7 +28,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "code leaves cores idle in some operations of a step (attention's batched products, "
     "reductions), which a device of its own per core fills; but each device's matmuls get "
     "fewer rows. On a 2-core host, 2 devices made ELECTRA-Small's step at 32 x 128 2-5% "
-    "faster on average and Base's at 8 x 128 12% slower (benchmarks/README.md): time yours with "
+    "faster on average and Base's at 8 x 128 12% slower: time yours with "
     "python -m electra_jax.benchmark --cpu_devices=N. The batch size must divide among the "
     "devices. Default: JAX's (one device, or XLA_FLAGS' --xla_force_host_platform_device_count).",
     lower_bound=1)
