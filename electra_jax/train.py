@@ -24,13 +24,13 @@ other by themselves (elsewhere: --coordinator_address, --num_processes,
 memory per device and FLOPs, and exits.
 """
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from electra_jax import cli
 from electra_jax.errors import UserError
 from electra_jax.pretraining import loop
-from electra_jax.runtime import cluster_flags, distributed
+from electra_jax.runtime import cluster_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -53,8 +53,6 @@ def main(argv: list[str]) -> None:
   if not _WORKDIR.value and not config.train.dry_run:
     raise UserError("--workdir is required: the directory that receives this run's outputs")
   cluster_flags.join_processes()
-  if not distributed.is_primary():
-    logging.set_verbosity(logging.WARNING)  # process 0 reports for all
   loop.train_and_evaluate(config, _WORKDIR.value or "")
 
 

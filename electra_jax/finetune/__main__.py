@@ -37,7 +37,7 @@ from electra_jax.errors import UserError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import resume
 from electra_jax.finetune import trainer
-from electra_jax.runtime import cluster_flags, distributed
+from electra_jax.runtime import cluster_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -55,8 +55,6 @@ def main(argv: list[str]) -> None:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; see --help")
   config = cli.resolved_config(_CONFIG, validate=config_lib.validate)
   cluster_flags.join_processes()
-  if not distributed.is_primary():
-    logging.set_verbosity(logging.WARNING)  # process 0 reports for all
   workdir = _WORKDIR.value or os.path.join("runs", "finetune", config.task)
   logging.info("Writing to %s", os.path.abspath(workdir))
   with resume.RunCheckpoints(config, workdir) as checkpointer:

@@ -6,7 +6,7 @@ each tool adopts them into its `--help`.
 """
 
 import jax
-from absl import flags
+from absl import flags, logging
 
 from electra_jax.runtime import distributed
 
@@ -42,7 +42,10 @@ def split_cpu() -> None:
 
 def join_processes() -> None:
   """Splits the CPU as --cpu_devices says, then joins the run the flags, the environment
-  or the cluster describe (distributed.py)."""
+  or the cluster describe (distributed.py). Process 0 reports for all: the others
+  log warnings only."""
   split_cpu()
   distributed.initialize_distributed(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
+                                     _PROCESS_ID.value)
+  if not distributed.is_primary():
+    logging.set_verbosity(logging.WARNING)
