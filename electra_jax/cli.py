@@ -6,6 +6,7 @@ code 2; other user errors (missing corpus, unwritable workdir) in one line and
 exit code 1. Tracebacks are kept for bugs, where they help.
 """
 
+import os
 import re
 import sys
 from typing import Callable, Sequence
@@ -15,11 +16,11 @@ from absl import app, flags
 
 from electra_jax import config as config_lib
 from electra_jax.cpu import process as cpu_process
-from electra_jax.errors import ConfigError, UserError
+from electra_jax.errors import ConfigError, Interrupted, UserError
 
 
 def _fail(error: UserError) -> None:
-  print(f"error: {error}", file=sys.stderr)
+  print(error if isinstance(error, Interrupted) else f"error: {error}", file=sys.stderr)
   sys.exit(error.exit_code)
 
 
@@ -77,5 +78,8 @@ def run(main: Callable[[list[str]], None]) -> None:
       main(argv)
     except UserError as e:
       _fail(e)
+    except KeyboardInterrupt:  # Ctrl-C before training started (or on a multi-host run)
+      print("Interrupted by Ctrl-C", file=sys.stderr, flush=True)
+      os._exit(Interrupted.exit_code)  # pylint: disable=protected-access  # no waiting on threads
 
   app.run(guarded_main, flags_parser=parse_flags)

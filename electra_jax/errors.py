@@ -21,3 +21,9 @@ class ConfigError(UserError):
 
 class DataError(UserError):
   """The corpus or prepared data cannot be used (missing, empty, too small)."""
+
+
+class Interrupted(UserError):
+  """The run stopped on Ctrl-C, having saved what the same command continues from."""
+
+  exit_code = 130  # 128 + SIGINT, what shells report for a job stopped by Ctrl-C

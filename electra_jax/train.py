@@ -15,7 +15,8 @@ final parameters (params.msgpack).
 
 A run stopped at any moment continues where its newest checkpoint left it, as
 if it had never stopped, when the same command is run again; on SIGTERM (what
-TPU VMs and SLURM send before preempting) it saves at the next step and exits.
+TPU VMs and SLURM send before preempting) or Ctrl-C it saves at the next step
+and exits (a second Ctrl-C exits at once).
 
 The same command runs on any number of devices and hosts: the device mesh is
 `--config.mesh.*`, and on Cloud TPU VMs and under SLURM the processes find each

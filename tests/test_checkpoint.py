@@ -21,7 +21,7 @@ from conftest import REPO, load_config
 from electra_jax import config as config_lib
 from electra_jax.errors import ConfigError, UserError
 from electra_jax.pretraining import loop
-from electra_jax.runtime import checkpointing
+from electra_jax.runtime import checkpointing, stop_signals
 
 STATE = {"weights": jnp.zeros((64, 32), jnp.float32), "step": jnp.zeros((), jnp.int32)}
 ABSTRACT = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), STATE)
@@ -135,13 +135,31 @@ def test_a_half_written_checkpoint_is_reported_removed_and_the_previous_one_used
   assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
 
 
-def test_sigterm_is_noticed_inside_and_handled_as_before_outside():
-  previous = signal.getsignal(signal.SIGTERM)
-  with checkpointing.PreemptionNotice() as preemption:
-    assert not preemption.reached(1)
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert preemption.reached(2)
-  assert signal.getsignal(signal.SIGTERM) is previous
+@pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_stop_signals_are_noticed_inside_and_handled_as_before_outside(signum, name):
+  previous = signal.getsignal(signum)
+  with stop_signals.StopSignals() as stop:
+    assert not stop.reached(1)
+    os.kill(os.getpid(), signum)
+    assert stop.reached(2) and stop.received == name
+  assert signal.getsignal(signum) is previous
+
+
+SECOND_CTRL_C = """
+import os, signal, time
+from electra_jax.runtime import stop_signals
+with stop_signals.StopSignals():
+  os.kill(os.getpid(), signal.SIGINT)
+  os.kill(os.getpid(), signal.SIGINT)
+  time.sleep(60)  # a step that has not ended
+"""
+
+
+def test_a_second_ctrl_c_exits_at_once_with_130():
+  result = subprocess.run([sys.executable, "-c", SECOND_CTRL_C], cwd=REPO, capture_output=True,
+                          text=True, timeout=50)
+  assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+  assert result.stderr.splitlines()[-1].startswith("Stopped at once on the second Ctrl-C")
 
 
 # ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ The 8-device check runs this file as a script in a subprocess, where
 XLA_FLAGS gives the CPU 8 devices before jax starts.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import finetune_helpers as helpers
 from conftest import REPO
 from electra_jax.convert import pretrained
 from electra_jax.convert.run_export import export_run
-from electra_jax.errors import ConfigError, UserError
+from electra_jax.errors import ConfigError, Interrupted, UserError
 from electra_jax.experiments import comparison
 from electra_jax.finetune import resume
 from electra_jax.finetune import trainer
@@ -141,26 +142,32 @@ def test_resuming_from_the_hook_repeats_the_uninterrupted_run(tmp_path):
   assert resumed["history"] == full["history"] and resumed["best_epoch"] == full["best_epoch"]
 
 
-@pytest.mark.slow  # two CLI runs; test_resuming_from_the_hook_* covers resuming in-process
-def test_sigterm_saves_and_the_same_run_continues_from_its_orbax_checkpoint(tmp_path):
-  """The CLI's checkpointer: SIGTERM mid-epoch saves and stops the run; a second run on the
-  workdir continues from that checkpoint and ends as one uninterrupted run."""
+@pytest.mark.parametrize("signum", [
+    pytest.param(signal.SIGTERM, marks=pytest.mark.slow),  # the Ctrl-C case covers the same path
+    signal.SIGINT])
+def test_a_stop_signal_saves_and_the_same_run_continues_from_its_orbax_checkpoint(tmp_path, signum):
+  """The CLI's checkpointer: SIGTERM or Ctrl-C mid-epoch saves and stops the run (Ctrl-C
+  raising Interrupted, for exit code 130); a second run on the workdir continues from that
+  checkpoint and ends as one uninterrupted run."""
   init = helpers.export_model(tmp_path / "model", num_layers=1)
   helpers.write_sst2(tmp_path / "glue", train=48, dev=16)
   discriminator = pretrained.load_discriminator(init)
   config = lambda: helpers.config("sst2", init, str(tmp_path / "glue"))  # 6 steps an epoch
 
-  class TermAtStep(resume.RunCheckpoints):
+  class SignalAtStep(resume.RunCheckpoints):
     def save(self, state, progress):
       if progress["step"] == 8:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
       return super().save(state, progress)
 
   full = trainer.finetune(config(), str(tmp_path / "full"), discriminator=discriminator)
   workdir = str(tmp_path / "run")
-  with TermAtStep(config(), workdir) as checkpointer:
-    assert trainer.finetune(config(), workdir, checkpointer, discriminator) is None
-  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["6", "8"]  # epoch 1, SIGTERM
+  with contextlib.ExitStack() as stack:
+    if signum == signal.SIGINT:
+      stack.enter_context(pytest.raises(Interrupted, match="Stopped at step 8 on Ctrl-C"))
+    with SignalAtStep(config(), workdir) as checkpointer:
+      assert trainer.finetune(config(), workdir, checkpointer, discriminator) is None
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["6", "8"]  # epoch 1, signal
   with resume.RunCheckpoints(config(), workdir) as checkpointer:
     resumed = trainer.finetune(config(), workdir, checkpointer, discriminator)
   assert resumed["history"] == full["history"]

@@ -117,7 +117,8 @@ def reference(shared):
 
 @pytest.fixture(scope="module")
 def interrupted(shared, reference):
-  """One run stopped by SIGTERM, started again, killed by SIGKILL, started again to the end."""
+  """One run stopped by SIGTERM, by Ctrl-C and killed by SIGKILL, each time started again
+  with the same command, and finally run to the end."""
   del reference  # run first: it fills the compilation cache
   workdir = shared["tmp"] / "interrupted"
   facts = {}
@@ -132,7 +133,15 @@ def interrupted(shared, reference):
                term_params=(workdir / "params.msgpack").exists())
 
   process = start(shared, workdir)  # the same command
-  resumed_from = facts["term_last_step"]
+  ctrl_c_after = max(losses(workdir)) + 2
+  wait_for(lambda: max(losses(workdir)) >= ctrl_c_after, process, f"step {ctrl_c_after}")
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=120)
+  facts.update(ctrl_c_returncode=process.returncode, ctrl_c_stderr=stderr,
+               ctrl_c_checkpoints=checkpoint_steps(workdir), ctrl_c_last_step=max(losses(workdir)))
+
+  process = start(shared, workdir)  # the same command
+  resumed_from = max(checkpoint_steps(workdir))
   wait_for(lambda: any(s > resumed_from for s in checkpoint_steps(workdir)), process,
            "a checkpoint after the restart")
   process.send_signal(signal.SIGKILL)
@@ -151,7 +160,17 @@ def test_sigterm_saves_at_the_next_step_and_exits_0_within_seconds(interrupted):
   stopped = interrupted["term_last_step"]
   assert stopped < STEPS and not interrupted["term_params"]
   assert interrupted["term_checkpoints"][-1] == stopped  # saved where it stopped
-  assert f"Stopped at step {stopped} on SIGTERM" in interrupted["term_stderr"]
+  assert f"Stopped at step {stopped} on SIGTERM, with a checkpoint" in interrupted["term_stderr"]
+
+
+def test_ctrl_c_saves_at_the_next_step_and_exits_130_with_one_line(interrupted):
+  stopped = interrupted["ctrl_c_last_step"]
+  assert interrupted["ctrl_c_returncode"] == 130, interrupted["ctrl_c_stderr"][-3000:]
+  assert interrupted["ctrl_c_checkpoints"][-1] == stopped < STEPS
+  assert "Traceback" not in interrupted["ctrl_c_stderr"]
+  last_line = interrupted["ctrl_c_stderr"].strip().splitlines()[-1]
+  assert last_line == (f"Stopped at step {stopped} on Ctrl-C, with a checkpoint: run the same "
+                       "command again to continue")
 
 
 def test_sigkill_mid_run_then_the_same_command_repeats_the_uninterrupted_run_bit_for_bit(

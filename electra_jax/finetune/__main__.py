@@ -15,7 +15,7 @@ Trains for the task's epochs with the paper's recipe (layer-wise learning-rate
 decay, 10% warmup then linear decay), evaluates on the dev split after every
 epoch, and writes to --workdir: config.json, model_config.json, the tokenizer,
 metrics.jsonl and tensorboard/, checkpoints/ (every --config.checkpoint.every_steps
-steps and after every epoch; on SIGTERM it saves and exits 0, and the same
+steps and after every epoch; on SIGTERM or Ctrl-C it saves and exits, and the same
 command continues the run), best/ (params.msgpack, metrics.json and the
 dev predictions of the best epoch) and results.json. --config.random_init=True
 trains the same architecture from random weights instead.

@@ -4,7 +4,7 @@ A fine-tuning run's state is its TrainState and its progress dict (the step,
 which is the whole data position, the best score and each epoch's metrics), so
 the progress travels as the checkpoint's JSON "loader" item. Saves happen every
 `checkpoint.every_steps` steps, after each epoch's evaluation (so also at the
-end) and on SIGTERM; a run started
+end) and on SIGTERM or Ctrl-C; a run started
 again with the same command continues from the newest readable checkpoint,
 onto whatever mesh it runs on now.
 """
@@ -18,7 +18,7 @@ from absl import logging
 
 import electra_jax
 from electra_jax.pretraining.train_step import TrainState
-from electra_jax.runtime import checkpointing
+from electra_jax.runtime import checkpointing, stop_signals
 from electra_jax.runtime.workdir import CHECKPOINTS_DIR
 
 # A checkpoint of another task, starting point or sequence length is another run...
@@ -33,8 +33,9 @@ _ALLOW_HINT = "--config.checkpoint.allow_config_change=True"
 class RunCheckpoints:
   """Checkpoints of one fine-tuning run in <workdir>/checkpoints; a context manager.
 
-  Inside `with`, SIGTERM is noticed (checkpointing.PreemptionNotice): the next
-  `save` writes a checkpoint, waits for it, and returns True so that the loop stops.
+  Inside `with`, SIGTERM and Ctrl-C are noticed (runtime/stop_signals.py): the
+  next `save` writes a checkpoint, waits for it, and returns True so that the
+  loop stops; leaving the `with` after Ctrl-C raises errors.Interrupted.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
@@ -46,15 +47,18 @@ class RunCheckpoints:
     self._metadata = {"config": json.loads(config.to_json_best_effort()),
                       "versions": {"electra_jax": electra_jax.__version__,
                                    "jax": jax.__version__}}
-    self._preemption = checkpointing.PreemptionNotice()
+    self._stop_signal = stop_signals.StopSignals()
+    self._stopped_at = None
 
   def __enter__(self) -> "RunCheckpoints":
-    self._preemption.__enter__()
+    self._stop_signal.__enter__()
     return self
 
-  def __exit__(self, *exc_info) -> None:
-    self._preemption.__exit__(*exc_info)
+  def __exit__(self, exc_type, *exc_info) -> None:
+    self._stop_signal.__exit__(exc_type, *exc_info)
     self._checkpointer.close()  # waits for the last save
+    if exc_type is None and self._stopped_at is not None:
+      self._stop_signal.stop(self._stopped_at)
 
   def restore(self, abstract_state: TrainState) -> tuple[TrainState, dict] | None:
     directory = self._checkpointer.directory
@@ -70,12 +74,11 @@ class RunCheckpoints:
 
   def save(self, state: TrainState, progress: dict) -> bool:
     step = progress["step"]
-    preempted = self._preemption.reached(step)
+    stopping = self._stop_signal.reached(step)
     evaluated = bool(progress["history"]) and progress["history"][-1]["step"] == step
-    if preempted or evaluated or self._checkpointer.should_save(step):
+    if stopping or evaluated or self._checkpointer.should_save(step):
       self._checkpointer.save(step, state, progress, self._metadata)
-    if preempted:
+    if stopping:
       self._checkpointer.wait()
-      logging.warning("Stopped at step %d on SIGTERM, with a checkpoint: run the same command "
-                      "again to continue", step)
-    return preempted
+      self._stopped_at = step
+    return stopping

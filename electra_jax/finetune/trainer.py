@@ -49,7 +49,7 @@ class Checkpointer(Protocol):
     """Called after every step (progress["step"] steps done); saves when it sees fit.
 
     The state's buffers are donated to the next step: copy what is kept.
-    True stops the run here (it was asked to stop, e.g. by SIGTERM, and has saved).
+    True stops the run here (it was asked to stop, e.g. by SIGTERM or Ctrl-C, and has saved).
     """
 
 

@@ -4,7 +4,7 @@ It prepares the data (or reuses it), compiles the train and eval steps for the
 config's mesh, continues from the newest readable checkpoint of the workdir
 (or starts fresh, or from a Hugging Face checkpoint), and trains: metrics every
 `train.log_every` steps, evaluation every `train.eval_every`, checkpoints every
-`checkpoint.every_steps` and on SIGTERM, the final parameters at the end.
+`checkpoint.every_steps` and on SIGTERM or Ctrl-C, the final parameters at the end.
 Defines no command-line flags: experiments and scripts call it with a config.
 """
 
@@ -32,7 +32,7 @@ from electra_jax.models import electra
 from electra_jax.performance import flops, program_cost
 from electra_jax.pretraining import objective
 from electra_jax.pretraining import train_step as train_step_lib
-from electra_jax.runtime import checkpointing, distributed, metric_writer, sharding
+from electra_jax.runtime import checkpointing, distributed, metric_writer, sharding, stop_signals
 from electra_jax.runtime import workdir as workdir_files
 from electra_jax.runtime.fileio import atomic_write, prepare_workdir
 
@@ -213,7 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   A workdir with checkpoints continues from the newest readable one, exactly
   as if the run had not stopped; SIGTERM saves at the next step boundary and
-  returns {} (run the same command again to continue). With `train.dry_run`,
+  returns {}, Ctrl-C does the same but raises errors.Interrupted (run the same
+  command again to continue). With `train.dry_run`,
   compiles the step, reports its cost and returns that instead
   (program_cost.compiled_cost), without reading data or writing anything.
   """
@@ -266,7 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # The step was compiled ahead of time: the first one is timed like the others.
   window, window_start = [], time.perf_counter()
   try:
-    with checkpointing.PreemptionNotice() as preemption:
+    with stop_signals.StopSignals() as stop_signal:
       for step in range(start_step + 1, t.steps + 1):
         state, stats = training.train_step(state, to_global(next(batches)))
         window.append(stats)
@@ -292,14 +293,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           logging.info("eval at step %d: %s", step,
                        ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
           window_start = time.perf_counter()  # evaluation time is not training time
-        preempted = preemption.reached(step)
-        if preempted or step == t.steps or checkpoints.should_save(step):
+        stopping = stop_signal.reached(step)
+        if stopping or step == t.steps or checkpoints.should_save(step):
           check_finite(unchecked, t.on_nonfinite, checkpoints)
           checkpoints.save(step, state, batches.get_state(), metadata)
-        if preempted:
+        if stopping:
           checkpoints.wait()
-          logging.warning("Stopped at step %d on SIGTERM, with a checkpoint: run the same "
-                          "command to continue", step)
+          stop_signal.stop(step)
           return {}
   finally:
     checkpoints.close()  # waits for the last save

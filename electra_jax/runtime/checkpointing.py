@@ -11,10 +11,10 @@ training loop (pre-training and fine-tuning alike):
   if restored:  # else start from scratch
     state, step = restored.state, restored.step
     loader.set_state(restored.loader_state)
-  with PreemptionNotice() as preemption:
+  with stop_signals.StopSignals() as stop:
     for step in ...:
       state = train_step(state, next(loader))
-      if checkpointer.should_save(step) or preemption.reached(step):
+      if checkpointer.should_save(step) or stop.reached(step):
         checkpointer.save(step, state, loader.get_state(), metadata)
   checkpointer.close()  # waits for the last save
 
@@ -47,8 +47,6 @@ import dataclasses
 import logging as python_logging
 import os
 import shutil
-import signal
-import threading
 from typing import Any, Callable, Iterable, Mapping
 
 import jax
@@ -271,46 +269,3 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], *,
                       f"Run it with the same values, or give {allow_hint} to continue with the "
                       "new ones")
   return [describe([name]) for name in differences]
-
-
-# ---------------------------------------------------------------------------
-# Preemption
-# ---------------------------------------------------------------------------
-
-
-class PreemptionNotice:
-  """Notices SIGTERM (what TPU VMs, SLURM and Kubernetes send before stopping a job).
-
-  Use as a context manager around the training loop and ask `reached(step)`
-  after every step: True once the run should save and stop. On one process a
-  handler notes the signal; on several, JAX's preemption service (which
-  listens for the same signal from `jax.distributed.initialize` on) picks one
-  step at which all processes stop together, so `reached` must be asked at
-  every step by every process.
-  """
-
-  def __init__(self):
-    self._received = False
-    self._previous = None
-
-  def __enter__(self) -> "PreemptionNotice":
-    # Python takes signals in the main thread only; elsewhere SIGTERM keeps its default.
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._note)
-    return self
-
-  def __exit__(self, *exc_info) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-  def _note(self, signum, frame) -> None:
-    del signum, frame
-    self._received = True
-
-  def reached(self, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self._received
-    try:
-      return multihost_utils.reached_preemption_sync_point(step)
-    except RuntimeError:  # the preemption service is off (jax_enable_preemption_service)
-      return False
