@@ -70,8 +70,8 @@ def default_config(task: str = "") -> ml_collections.ConfigDict:
   c.optim.max_grad_norm = 1.0
 
   c.mesh = config_lib.default_config().mesh
-  # Checkpoints in <workdir>/checkpoints, also after every epoch and on SIGTERM or Ctrl-C; the same
-  # command started again continues from the newest. Pre-training's fields and meanings.
+  # Checkpoints in <workdir>/checkpoints, also after every epoch and on SIGTERM or Ctrl-C;
+  # the same command started again continues from the newest. Pre-training's fields.
   c.checkpoint = config_lib.default_config().checkpoint
   return c
 
