@@ -16,7 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["electra_jax", "electra_jax.*"]),
+    # The configs/ folder is installed as electra_jax.configs, so that `--config=base`
+    # finds the shipped configs from any directory (electra_jax/config/shipped.py).
+    packages=[*find_packages(include=["electra_jax", "electra_jax.*"]), "electra_jax.configs",
+              "electra_jax.configs.finetune"],
+    package_dir={"electra_jax.configs": "configs"},
     install_requires=[
         # jax.set_mesh (new in jax 0.7.1) puts the mesh in scope for flax's logical
         # constraints; tested with jax 0.10.2 and flax 0.12.8.

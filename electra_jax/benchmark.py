@@ -53,7 +53,7 @@ from electra_jax.runtime.fileio import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
-    "Path to a config file (configs/tiny.py, small.py, base.py, large.py); override any field "
+    "A config file, or a shipped config by name (tiny, small, base, large); override any field "
     "with --config.<section>.<field>=<value>, e.g. --config.model.dtype=bfloat16.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (of each framework); the median is "
                               "reported.")

@@ -15,6 +15,7 @@ import ml_collections
 from absl import app, flags
 
 from electra_jax import config as config_lib
+from electra_jax.config import shipped
 from electra_jax.cpu import process as cpu_process
 from electra_jax.errors import ConfigError, Interrupted, UserError
 
@@ -37,10 +38,28 @@ def _unknown_override(argv: Sequence[str], error: Exception) -> str:
   return f"unknown config field: {message.splitlines()[0]}"
 
 
+_HELP_FLAGS = {"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
+
+
+def _with_config_files(argv: Sequence[str]) -> list[str]:
+  """`argv` with each `--config=` value a file: a shipped config's name becomes its path."""
+  resolved = []
+  for arg in argv:
+    name, equals, value = arg.partition("=")
+    if equals and name.lstrip("-") == "config":
+      arg = f"{name}={shipped.resolve(value)}"
+    resolved.append(arg)
+  return resolved
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, with every flag or config mistake reported in one line."""
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(_with_config_files(argv))
+  except ConfigError as e:
+    _fail(e)
+  except SystemExit as e:  # absl exits 1 after printing --help; asking for help is no failure
+    sys.exit(0 if e.code == 1 and set(argv[1:]) & _HELP_FLAGS else e.code)
   except (KeyError, AttributeError) as e:  # an override naming a field that does not exist
     _fail(ConfigError(_unknown_override(argv, e)))
   except (flags.Error, ValueError, TypeError) as e:

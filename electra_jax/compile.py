@@ -43,7 +43,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
-    "Path to a config file (configs/tiny.py, small.py, base.py, large.py); override any field "
+    "A config file, or a shipped config by name (tiny, small, base, large); override any field "
     "with --config.<section>.<field>=<value>, e.g. --config.mesh.fsdp=-1 --config.mesh.data=1.")
 _TOPOLOGY = flags.DEFINE_string(
     "topology", None, "The TPU slice to compile for: generation:shape in chips (v5e:2x4, "

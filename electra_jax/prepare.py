@@ -24,8 +24,8 @@ from electra_jax.runtime.fileio import prepare_workdir
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
-    "Path to the config file the training run will use (configs/tiny.py, small.py, base.py, "
-    "large.py): its data section and model.vocab_size decide the preparation. Override fields "
+    "The config the training run will use (a file, or tiny, small, base or "
+    "large): its data section and model.vocab_size decide the preparation. Override fields "
     "with --config.<section>.<field>=<value>.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,

@@ -35,7 +35,7 @@ from electra_jax.runtime import cluster_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
-    "Path to a config file (configs/tiny.py, small.py, base.py, large.py). Override any "
+    "A config file, or a shipped config by name: tiny, small, base, large. Override any "
     "field with --config.<section>.<field>=<value>, e.g. --config.train.steps=1000.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,

@@ -1,12 +1,15 @@
 """Config validation and the CLI's one-line errors."""
 
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
 from conftest import REPO, load_config
 from electra_jax import config as config_lib
+from electra_jax.config import shipped
 from electra_jax.errors import ConfigError
 
 
@@ -72,10 +75,39 @@ def test_cli_config_errors_are_one_line_with_exit_code_2(tmp_path, args, message
   assert list(tmp_path.iterdir()) == []  # nothing written before the config is valid
 
 
-def test_cli_missing_config_file(tmp_path):
-  result = run_train("--config=configs/nope.py", f"--workdir={tmp_path}")
-  assert result.returncode == 2
-  assert "configs/nope.py" in result.stderr and "Traceback" not in result.stderr
+@pytest.mark.parametrize("overrides", [[], ["--config.train.steps=3"]])
+def test_cli_missing_config_file_is_one_line_naming_the_shipped_configs(tmp_path, overrides):
+  result = run_train("--config=a/path/that/does/not/exist.py", f"--workdir={tmp_path}",
+                     *overrides)
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+  assert result.stderr.strip().splitlines() == [
+      "error: --config=a/path/that/does/not/exist.py: no such file, nor a shipped config; give "
+      "a config file's path or one of base, large, small, tiny, glue, qa, tagging"]
+
+
+def test_a_shipped_config_is_found_by_name_from_any_directory(tmp_path):
+  result = run_train("--config=tiny", "--config.model.vocab_size=64",
+                     "--config.data.max_seq_length=16", "--config.train.batch_size=4",
+                     "--config.train.dry_run=True", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert "Dry run: compiled and reported" in result.stderr
+  assert shipped.resolve("glue") == str(shipped.configs_directory() / "finetune" / "glue.py")
+  assert shipped.resolve("base:arg") == f"{shipped.configs_directory() / 'base.py'}:arg"
+
+
+def test_the_wheel_installs_the_shipped_configs(tmp_path):
+  """`pip install` puts configs/ in the package as electra_jax.configs (setup.py)."""
+  source = tmp_path / "source"
+  for name in ("electra_jax", "configs"):
+    shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("setup.py", "README.md"):
+    shutil.copy(REPO / name, source / name)
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                  "-w", str(tmp_path / "wheel"), str(source)], check=True, timeout=300)
+  (wheel,) = (tmp_path / "wheel").glob("*.whl")
+  installed = {name for name in zipfile.ZipFile(wheel).namelist() if "/configs/" in name}
+  assert {f"electra_jax/configs/{name}.py" for name in ("tiny", "small", "base", "large")} | {
+      f"electra_jax/configs/finetune/{name}.py" for name in ("glue", "tagging", "qa")} <= installed
 
 
 @pytest.mark.parametrize("module", ["electra_jax.train", "electra_jax.finetune"])
@@ -83,6 +115,7 @@ def test_cli_help_explains_the_flags(module):
   """--help, not only --helpfull, lists the flags shared through runtime/cluster_flags.py."""
   result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
   for flag in ("--workdir", "--config", "--coordinator_address", "--num_processes",
                "--process_id", "--cpu_devices"):
     assert flag in result.stdout, flag

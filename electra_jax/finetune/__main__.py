@@ -41,7 +41,7 @@ from electra_jax.runtime import cluster_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
-    "A fine-tuning config: configs/finetune/glue.py, tagging.py or qa.py. Override any field "
+    "A fine-tuning config file, or a shipped one by name: glue, tagging or qa. Override any field "
     "with --config.<field>=<value>, e.g. --config.task=mrpc --config.train.epochs=5.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,

@@ -1,0 +1,1 @@
+"""The shipped fine-tuning configs, installed as electra_jax.configs.finetune (`--config=glue`)."""
