@@ -121,6 +121,14 @@ def test_cli_help_explains_the_flags(module):
     assert flag in result.stdout, flag
 
 
+def test_warmup_longer_than_the_run_names_the_override_that_fixes_it():
+  config = load_config("tiny")
+  config.train.steps = 20
+  with pytest.raises(ConfigError, match=r"'optim.warmup_steps' = 60 exceeds 'train.steps' = 20; "
+                     r"set --config.optim.warmup_steps=2 "):
+    config_lib.validate(config)
+
+
 def test_objective_chooses_the_masking_probabilities():
   config = load_config("tiny")
   assert config.objective == "electra"

@@ -66,14 +66,15 @@ def test_a_tpu_or_gpu_on_the_pci_bus_is_an_accelerator(tmp_path):
   assert process.host_has_accelerator(str(tmp_path / "empty"), str(tmp_path / "0000:00:05.0"))
 
 
-@pytest.mark.parametrize("environ, has_accelerator, applied", [
-    ({}, False, True),  # a CPU-only host
-    ({}, True, False),  # a GPU or TPU host
-    ({"JAX_PLATFORMS": "cpu"}, True, True),  # told to use the CPU
-    ({process.SWITCH: "off"}, False, False),  # switched off
+@pytest.mark.parametrize("environ, has_accelerator, applied, platforms", [
+    ({}, False, True, "cpu"),  # a CPU-only host: no plugin is tried
+    ({}, True, False, None),  # a GPU or TPU host
+    ({"JAX_PLATFORMS": "cpu"}, True, True, "cpu"),  # told to use the CPU
+    ({"JAX_PLATFORMS": "tpu,cpu"}, False, False, "tpu,cpu"),  # the user's choice is kept
+    ({process.SWITCH: "off"}, False, False, "cpu"),  # switched off
 ])
 def test_the_settings_are_applied_only_to_cpu_runs(monkeypatch, environ, has_accelerator,
-                                                  applied):
+                                                  applied, platforms):
   monkeypatch.setattr(os, "environ", dict(environ))
   monkeypatch.setattr(process, "host_has_accelerator", lambda: has_accelerator)
   restarts = []
@@ -82,6 +83,7 @@ def test_the_settings_are_applied_only_to_cpu_runs(monkeypatch, environ, has_acc
   process.apply_settings()
   assert bool(restarts) == applied
   assert (onednn.FLAG in os.environ.get("XLA_FLAGS", "")) == applied
+  assert os.environ.get("JAX_PLATFORMS") == platforms
 
 
 # ---------------------------------------------------------------------------

@@ -80,6 +80,9 @@ def test_cli_trains_evaluates_every_epoch_and_writes_the_best(tmp_path):
   assert results["epochs"] == 3 and len(results["history"]) == 3
   assert results["score_name"] == "accuracy" and results["score"] >= 0.9  # it learned
   assert results["best"]["dev"]["accuracy"] == results["score"]
+  assert "step 16/48 | loss" in result.stderr and "| ETA 00:00:" in result.stderr
+  assert (f"Done: best dev accuracy {results['score']:.4f} at epoch {results['best_epoch']} of 3;"
+          f" its parameters and dev predictions are in {workdir / 'best'}") in result.stderr
   params = read_params(workdir / "best")
   assert set(params) == {"embeddings", "discriminator", "head"}
   predictions = (workdir / "best" / "predictions-dev.tsv").read_text().splitlines()

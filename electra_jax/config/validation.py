@@ -198,4 +198,6 @@ def _validate_relations(config: ml_collections.ConfigDict) -> None:
                       "than one -1; give all but one axis a size")
   if config.optim.warmup_steps > config.train.steps:
     raise ConfigError(f"config field 'optim.warmup_steps' = {config.optim.warmup_steps} "
-                      f"exceeds 'train.steps' = {config.train.steps}")
+                      f"exceeds 'train.steps' = {config.train.steps}; set "
+                      f"--config.optim.warmup_steps={config.train.steps // 10} (or any value up "
+                      "to train.steps) with the shorter run")

@@ -2,6 +2,8 @@
 
 import os
 
+from absl import logging
+
 from electra_jax.convert import flax_format, hf, hf_params
 from electra_jax.errors import UserError
 from electra_jax.runtime import workdir as workdir_files
@@ -30,3 +32,8 @@ def export_run(workdir: str, format_: str, out: str, step: int | None = None) ->
                          saved.tokenizer)
     else:
       flax_format.write(staging, saved)
+  source = f"the checkpoint of step {step}" if step else "the final parameters"
+  wrote = (", ".join(f"{os.path.join(out, network)} ({hf.ARCHITECTURES[network]})"
+                     for network in networks) if format_ == "hf" else
+           f"{out} (config.json, params.msgpack, the tokenizer; for electra_jax.finetune)")
+  logging.info("Exported %s of %s: wrote %s", source, workdir, wrote)

@@ -4,13 +4,16 @@ The command-line tools call `apply_settings()` before JAX starts. Where the
 run will use the CPU platform (JAX_PLATFORMS names cpu first, or it names
 nothing and the host has no GPU or TPU), it turns on oneDNN's matmuls
 (`onednn.py`) and restarts the process with huge pages for large allocations
-(`huge_pages.py`). On a host with an accelerator, neither is touched.
+(`huge_pages.py`). On a host with an accelerator, neither is touched (nor
+JAX_PLATFORMS, which a host without one gets set to cpu).
 `ELECTRA_JAX_CPU_SETTINGS=off` turns both off everywhere.
 """
 
 import glob
 import os
 from typing import Mapping
+
+import jax
 
 from electra_jax.cpu import huge_pages, onednn
 
@@ -61,9 +64,16 @@ def wanted(environ: Mapping[str, str], has_accelerator: bool) -> bool:
 def apply_settings() -> None:
   """oneDNN's matmuls and huge pages for a run on the CPU; nothing elsewhere.
 
+  On a host without an accelerator, with JAX_PLATFORMS unset, also sets it to
+  cpu: JAX would otherwise try every installed plugin (libtpu, from the `tpu`
+  extra, prints a dozen lines of failure) before falling back to the CPU.
   Must run before JAX starts a backend; may replace this process (huge pages).
   """
-  if not wanted(os.environ, host_has_accelerator()):
+  has_accelerator = host_has_accelerator()
+  if not has_accelerator and not os.environ.get("JAX_PLATFORMS"):
+    os.environ["JAX_PLATFORMS"] = "cpu"  # for this process's children, and after a restart
+    jax.config.update("jax_platforms", "cpu")  # jax read the variable when it was imported
+  if not wanted(os.environ, has_accelerator):
     return
   onednn.use_onednn()
   huge_pages.restart_with_huge_pages()

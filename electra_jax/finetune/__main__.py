@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
   config = cli.resolved_config(_CONFIG, validate=config_lib.validate)
   cluster_flags.join_processes()
   workdir = _WORKDIR.value or os.path.join("runs", "finetune", config.task)
+  resume.refuse_pretraining_workdir(workdir)
   logging.info("Writing to %s", os.path.abspath(workdir))
   with resume.RunCheckpoints(config, workdir) as checkpointer:
     trainer.finetune(config, workdir, checkpointer)

@@ -17,9 +17,10 @@ import ml_collections
 from absl import logging
 
 import electra_jax
+from electra_jax.errors import UserError
 from electra_jax.pretraining.train_step import TrainState
 from electra_jax.runtime import checkpointing, stop_signals
-from electra_jax.runtime.workdir import CHECKPOINTS_DIR
+from electra_jax.runtime.workdir import CHECKPOINTS_DIR, CONFIG_FILE
 
 # A checkpoint of another task, starting point or sequence length is another run...
 _FIXED_FIELDS = ("config.task", "config.init", "config.random_init", "config.max_seq_length")
@@ -28,6 +29,19 @@ _FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.train.log_every",
                 "config.train.eval_batch_size", "versions.")
 # ...and anything else only when told so.
 _ALLOW_HINT = "--config.checkpoint.allow_config_change=True"
+
+
+def refuse_pretraining_workdir(workdir: str) -> None:
+  """A pre-training run's workdir is no place for a fine-tuning run: say so before touching it."""
+  try:
+    with open(os.path.join(workdir, CONFIG_FILE), encoding="utf-8") as f:
+      saved = json.load(f)
+  except (OSError, ValueError):  # no config.json (a new workdir), or not ours: checked later
+    return
+  if isinstance(saved, dict) and "task" not in saved:
+    raise UserError(f"--workdir={workdir} is the workdir of a pre-training run (its "
+                    f"{CONFIG_FILE} has no fine-tuning task); give fine-tuning a new --workdir "
+                    f"of its own, and the pre-training run as --config.init={workdir}")
 
 
 class RunCheckpoints:

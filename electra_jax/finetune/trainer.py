@@ -187,6 +187,10 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                  train_seconds=progress["train_seconds"])
   if primary:
     atomic_write(os.path.join(workdir, RESULTS_FILE), json.dumps(results, indent=2))
+    logging.info("Done: best %s %s %.4f at epoch %d of %d; its parameters and dev predictions "
+                 "are in %s, every epoch's metrics in %s", data.evals[0].name, task.score,
+                 progress["best_score"], progress["best_epoch"], t.epochs,
+                 os.path.join(workdir, BEST_DIR), os.path.join(workdir, RESULTS_FILE))
   return results
 
 
@@ -249,9 +253,10 @@ def _log_train(stats: list[dict], elapsed: float, batch_size: int, done: int, to
   if not np.isfinite(summary["loss"]):
     raise UserError(f"the training loss is {summary['loss']} at step {done}; lower "
                     "--config.optim.learning_rate")
-  logging.info("epoch %d step %d/%d | loss %.4f | lr %.3g | %.0f examples/s",
-               (done - 1) // steps_per_epoch + 1, done, total, summary["loss"],
-               summary["learning_rate"], summary["examples_per_s"])
+  eta = time.strftime("%H:%M:%S", time.gmtime((total - done) * elapsed / len(stats)))
+  logging.info("epoch %d step %d/%d | loss %.4f | lr %.3g | %.0f examples/s | ETA %s "
+               "(training; evaluations add to it)", (done - 1) // steps_per_epoch + 1, done,
+               total, summary["loss"], summary["learning_rate"], summary["examples_per_s"], eta)
   return summary
 
 

@@ -234,6 +234,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpoints = checkpointing.Checkpointer(
       os.path.join(workdir, workdir_files.CHECKPOINTS_DIR), config.checkpoint.every_steps,
       config.checkpoint.keep, config.checkpoint.keep_every, config.checkpoint.asynchronous)
+  newest = max(checkpoints.all_steps(), default=0)
+  if newest >= t.steps and os.path.exists(os.path.join(workdir, workdir_files.PARAMS_FILE)):
+    checkpoints.close()
+    logging.info("Nothing to train: %s holds the checkpoint of step %d and the final parameters "
+                 "(train.steps is %d); give a larger --config.train.steps to train on", workdir,
+                 newest, t.steps)
+    return metric_writer.last_logged(workdir, "eval")
   # Process 0 writes the imported vocabulary, the tokenizer and the prepared data;
   # the others wait, then read them.
   imported_params = (distributed.primary_first(lambda: pretrained.init_from_hf(config, workdir),

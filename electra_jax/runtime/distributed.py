@@ -46,8 +46,8 @@ def initialize_distributed(coordinator_address: str | None = None,
   else:
     try:
       jax.distributed.initialize()
-    except ValueError as e:  # no cluster environment found
-      logging.info("Running as a single process (no cluster found: %s)", e)
+    except ValueError as e:  # no cluster environment found: one process, nothing to say
+      logging.vlog(1, "Running as a single process: %s", e)
       return
   logging.info("Process %d of %d joined %s", jax.process_index(), jax.process_count(),
                coordinator_address or "the cluster")

@@ -40,6 +40,17 @@ class MetricWriter:
     self._tensorboard.close()
 
 
+def last_logged(workdir: str, split: str) -> dict[str, float]:
+  """The newest metrics of `split` in the workdir's metrics.jsonl ({} if none)."""
+  path, last = os.path.join(workdir, METRICS_FILE), {}
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        if f'"split": "{split}"' in line and _logged_step(line) != float("inf"):
+          last = json.loads(line)
+  return {name: value for name, value in last.items() if name not in ("step", "split")}
+
+
 def _logged_step(line: str) -> float:
   """The step of a metrics.jsonl line; infinite for one cut short by a killed run."""
   try:
