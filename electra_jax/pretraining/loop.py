@@ -235,7 +235,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       os.path.join(workdir, workdir_files.CHECKPOINTS_DIR), config.checkpoint.every_steps,
       config.checkpoint.keep, config.checkpoint.keep_every, config.checkpoint.asynchronous)
   newest = max(checkpoints.all_steps(), default=0)
-  if newest >= t.steps and os.path.exists(os.path.join(workdir, workdir_files.PARAMS_FILE)):
+  # Only a workdir whose config.json was just checked against this config is known to be
+  # finished; without one, the checkpoint's own metadata is checked below as usual.
+  finished = all(os.path.exists(os.path.join(workdir, name))
+                 for name in (workdir_files.PARAMS_FILE, workdir_files.CONFIG_FILE))
+  if newest >= t.steps and finished:
     checkpoints.close()
     logging.info("Nothing to train: %s holds the checkpoint of step %d and the final parameters "
                  "(train.steps is %d); give a larger --config.train.steps to train on", workdir,
