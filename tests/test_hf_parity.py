@@ -97,10 +97,11 @@ def test_exported_folders_load_in_transformers_with_every_weight(exported):
     assert info["unexpected_keys"] and all(k.startswith(head) for k in info["unexpected_keys"])
 
 
-def test_exported_tokenizer_loads_with_auto_tokenizer(exported):
+@pytest.mark.parametrize("name", ["AutoTokenizer", "ElectraTokenizerFast", "ElectraTokenizer"])
+def test_exported_wordpiece_tokenizer_loads_as_every_class_with_our_ids(exported, name):
   _, _, out = exported
   ours = WordPieceTokenizer(our_order_pieces(), lowercase=True)
-  theirs = transformers.AutoTokenizer.from_pretrained(out / "discriminator")
+  theirs = getattr(transformers, name).from_pretrained(out / "discriminator")
   text = "The quick brown fox jumps over the lazy dog, unaffable!"
   assert theirs(text)["input_ids"] == [2, *ours.encode([text])[0], 3]
   assert theirs.mask_token_id == 4 and theirs.pad_token_id == 0
@@ -191,6 +192,11 @@ def test_sentencepiece_export_tokenizes_like_ours(tmp_path):
   pair = theirs("kalo mine", "suta")
   assert pair["input_ids"][0] == 2 and pair["input_ids"].count(3) == 2
   assert pair["token_type_ids"][-1] == 1 and pair["token_type_ids"][0] == 0
+  # ELECTRA's own classes are WordPiece only: they must refuse the folder rather than
+  # read its words as [UNK] (what they did before the export said otherwise).
+  for name in ("ElectraTokenizerFast", "ElectraTokenizer"):
+    with pytest.raises(TypeError):
+      getattr(transformers, name).from_pretrained(tmp_path / "hf" / "discriminator")
 
 
 def _piece_scores(tokenizer) -> np.ndarray:

@@ -4,7 +4,11 @@ Writing: a WordPiece vocabulary becomes `vocab.txt` + `tokenizer_config.json`
 (what BertTokenizer and ElectraTokenizer read); a SentencePiece model becomes a
 `tokenizer.json` for transformers' fast tokenizers (the same unigram pieces,
 scores and normalization, so the same ids) and is also kept as
-`tokenizer.model`, from which an import recovers it exactly.
+`tokenizer.model`, from which an import recovers it exactly. transformers'
+ElectraTokenizer and ElectraTokenizerFast are WordPiece only: given a
+SentencePiece folder they would build a WordPiece model from its pieces and
+silently read most words as [UNK], so the folder makes them fail instead (see
+`_WORDPIECE_ONLY`), and AutoTokenizer loads it.
 
 Reading: `tokenizer.model` when present, else `vocab.txt`. Our code keeps the
 special tokens at ids 0-4, so a vocabulary that has them elsewhere (Google's
@@ -34,6 +38,11 @@ FAST_TOKENIZER_FILE = "tokenizer.json"
 _SPECIAL_TOKENS = {"pad_token": PAD_PIECE, "unk_token": UNK_PIECE, "cls_token": CLS_PIECE,
                    "sep_token": SEP_PIECE, "mask_token": MASK_PIECE}
 _SENTENCEPIECE_SPACE = "\u2581"
+# transformers' WordPiece classes pass `tokenize_chinese_chars` to their normalizer,
+# which accepts only a bool; this sentence makes them fail loudly (TypeError) and
+# tells whoever opens tokenizer_config.json why. AutoTokenizer ignores the setting.
+_WORDPIECE_ONLY = ("not a WordPiece tokenizer: ElectraTokenizer and ElectraTokenizerFast would "
+                   "read its words as [UNK]; load it with AutoTokenizer")
 _CONTROL_PIECE = 3  # SentencePiece's ModelProto.SentencePiece.Type.CONTROL
 
 
@@ -62,7 +71,8 @@ def write_tokenizer(directory: str, tokenizer: AnyTokenizer, max_length: int) ->
     tokenizer.save(os.path.join(directory, SENTENCEPIECE_FILE))
     fast = _fast_tokenizer(tokenizer)
     atomic_write(os.path.join(directory, FAST_TOKENIZER_FILE), fast.to_str(pretty=True))
-    settings.update(tokenizer_class="PreTrainedTokenizerFast")
+    settings.update(tokenizer_class="PreTrainedTokenizerFast",
+                    tokenize_chinese_chars=_WORDPIECE_ONLY)
   atomic_write(os.path.join(directory, TOKENIZER_CONFIG_FILE), json.dumps(settings, indent=2))
 
 
