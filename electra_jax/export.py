@@ -1,6 +1,7 @@
-r"""Export a pre-trained ELECTRA for Hugging Face transformers or for Flax fine-tuning.
+r"""Export a pre-trained or fine-tuned ELECTRA for Hugging Face transformers or Flax fine-tuning.
 
   python -m electra_jax.export --workdir=/tmp/electra --format=hf --out=/tmp/electra-hf
+  python -m electra_jax.export --workdir=/tmp/ft-sst2 --out=/tmp/sst2-hf
 
 reads a finished run (config.json, params.msgpack and the tokenizer in
 --workdir) and writes
@@ -15,6 +16,11 @@ OUT must be new or empty; it appears complete or not at all. --step=N exports
 the parameters of the run's checkpoint of step N instead of its final ones
 (keep such checkpoints with --config.checkpoint.keep_every when training).
 An MLM run (--config.objective=mlm) exports with --format=flax only.
+
+A fine-tuning workdir (electra_jax.finetune's) exports its best epoch, with the
+task's head, as one transformers folder OUT: ElectraForSequenceClassification
+(GLUE; STS-B as a regression that returns the 0-5 score), ElectraForTokenClassification
+(CoNLL, with the tag names) or ElectraForQuestionAnswering (SQuAD).
 """
 
 from absl import flags
@@ -24,8 +30,8 @@ from electra_jax.convert.run_export import export_run, FORMATS
 from electra_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "The pre-training run to export: the --workdir that electra_jax.train "
-    "wrote config.json, params.msgpack and the tokenizer to.")
+    "workdir", None, "The run to export: the --workdir of electra_jax.train (config.json, "
+    "params.msgpack, the tokenizer) or of electra_jax.finetune (its best epoch).")
 _FORMAT = flags.DEFINE_enum(
     "format", "hf", list(FORMATS),
     "hf: Hugging Face transformers folders OUT/discriminator and OUT/generator. "

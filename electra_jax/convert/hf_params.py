@@ -92,8 +92,13 @@ def hf_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def to_hf(params: Mapping, network: str) -> dict[str, np.ndarray]:
   """The state dict of one network (`discriminator` or `generator`), float32, contiguous."""
+  return subtrees_to_hf(params, NETWORKS[network])
+
+
+def subtrees_to_hf(params: Mapping, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """The weights of the subtrees `names` of our parameter tree under transformers' names."""
   tensors = {}
-  for name in NETWORKS[network]:
+  for name in names:
     for path, value in flax.traverse_util.flatten_dict(params[name]).items():
       path = (name, *path)
       value = np.asarray(value, np.float32)

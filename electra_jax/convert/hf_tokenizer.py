@@ -59,6 +59,12 @@ class ImportedTokenizer:
     return not np.array_equal(self.order, np.arange(len(self.order)))
 
 
+def write_wordpiece_casing(directory: str, tokenizer: WordPieceTokenizer) -> None:
+  """The one setting of a WordPiece tokenizer that vocab.txt lacks, as transformers keeps it."""
+  atomic_write(os.path.join(directory, TOKENIZER_CONFIG_FILE),
+               json.dumps({"do_lower_case": tokenizer.lowercase}, indent=2))
+
+
 def write_tokenizer(directory: str, tokenizer: AnyTokenizer, max_length: int) -> None:
   """The tokenizer files transformers' AutoTokenizer loads, giving our ids."""
   settings = {**_SPECIAL_TOKENS, "model_max_length": max_length,
@@ -90,7 +96,7 @@ def read_tokenizer(directory: str, vocab_size: int) -> ImportedTokenizer:
     pieces, path = read_vocab(vocab), vocab
     size = len(pieces)
     order = _special_first(pieces, vocab)
-    tokenizer = WordPieceTokenizer([pieces[i] for i in order], _lowercase(directory),
+    tokenizer = WordPieceTokenizer([pieces[i] for i in order], wordpiece_lowercase(directory),
                                    origin=vocab)
   else:
     raise DataError(f"{directory} has no tokenizer: neither {WORDPIECE_FILE} (WordPiece) nor "
@@ -112,7 +118,7 @@ def _special_first(pieces: list[str], path: str) -> np.ndarray:
   return np.asarray(special + rest)
 
 
-def _lowercase(directory: str) -> bool:
+def wordpiece_lowercase(directory: str) -> bool:
   """Whether a folder's WordPiece tokenizer is uncased (BERT's default when unsaid)."""
   path = os.path.join(directory, TOKENIZER_CONFIG_FILE)
   if not os.path.exists(path):

@@ -141,12 +141,21 @@ def encode(sentences: list[Sentence], tokenizer: AnyTokenizer, tag_ids: dict[str
 # ---------------------------------------------------------------------------
 
 
+def training_tags(train: list[Sentence]) -> list[str]:
+  """The tags in id order: those of the training file, sorted."""
+  return sorted({tag for s in train for tag in s.tags})
+
+
+def read_training_tags(config: ml_collections.ConfigDict) -> list[str]:
+  return training_tags(read_conll(_split_path(config.data_dir, "train"), config.tag_column))
+
+
 def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.TaskData:
   """The training rows and the dev split, encoded; the tags are those of the training file."""
   train = read_conll(_split_path(config.data_dir, "train"), config.tag_column)
   dev_path = _split_path(config.data_dir, "dev")
   dev = read_conll(dev_path, config.tag_column)
-  tag_names = sorted({tag for s in train for tag in s.tags})
+  tag_names = training_tags(train)
   tag_ids = {tag: i for i, tag in enumerate(tag_names)}
   unseen = sorted({tag for s in dev for tag in s.tags} - set(tag_ids))
   if unseen:
@@ -157,7 +166,7 @@ def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.Ta
   dev_features = {k: v for k, v in dev_rows.features.items() if k != "targets"}
   evaluate = lambda outputs: _evaluate(dev, dev_rows, tag_names, outputs)
   return tasks.TaskData(train_rows.features, (tasks.EvalSet("dev", dev_features, evaluate),),
-                        num_outputs=len(tag_names))
+                        num_outputs=len(tag_names), labels=tuple(tag_names))
 
 
 def _evaluate(sentences: list[Sentence], rows: Rows, tag_names: list[str],

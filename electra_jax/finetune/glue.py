@@ -225,7 +225,8 @@ def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.Ta
     evals.append(tasks.EvalSet(split, features,
                                lambda outputs, e=examples: _evaluate(task, fmt, e, outputs)))
   return tasks.TaskData(train_rows, tuple(evals),
-                        num_outputs=1 if fmt.labels is None else len(fmt.labels))
+                        num_outputs=1 if fmt.labels is None else len(fmt.labels),
+                        labels=fmt.labels)
 
 
 def _evaluate(task: tasks.Task, fmt: GlueFormat, examples: Examples, outputs: np.ndarray):

@@ -87,3 +87,4 @@ class TaskData:
   train: dict[str, np.ndarray]
   evals: tuple[EvalSet, ...]
   num_outputs: int  # classes, tags, 1 for regression, 2 (start, end) for spans
+  labels: tuple[str, ...] | None = None  # the class or tag names in id order, where there are

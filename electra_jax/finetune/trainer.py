@@ -9,6 +9,7 @@ where both are saved and restored: `finetune.checkpoints.RunCheckpoints` (Orbax,
 what the CLI uses) or `NO_CHECKPOINTS` (the default) which keeps nothing.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -22,8 +23,9 @@ import numpy as np
 from absl import logging
 
 from electra_jax import target
-from electra_jax.convert import pretrained
+from electra_jax.convert import hf_tokenizer, pretrained
 from electra_jax.data import any_tokenizer
+from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import ConfigError, DataError, UserError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import conll, glue, squad, steps, tasks
@@ -33,8 +35,8 @@ from electra_jax.pretraining.train_step import TrainState
 from electra_jax.runtime import distributed, sharding
 from electra_jax.runtime import metric_writer
 from electra_jax.runtime.fileio import atomic_write, prepare_workdir
-from electra_jax.runtime.workdir import (BEST_DIR, CONFIG_FILE, METRICS_FILE, MODEL_CONFIG_FILE,
-                                         RESULTS_FILE)
+from electra_jax.runtime.workdir import (BEST_DIR, CONFIG_FILE, LABELS_FILE, METRICS_FILE,
+                                         MODEL_CONFIG_FILE, RESULTS_FILE)
 
 SUBSAMPLE_SEED = 0x5EED  # max_examples draws the same rows whatever train.seed is
 
@@ -73,8 +75,7 @@ def load_task(config: ml_collections.ConfigDict, tokenizer) -> tasks.TaskData:
   if 0 < config.train.max_examples < rows:
     keep = np.sort(np.random.default_rng(SUBSAMPLE_SEED).permutation(rows)
                    [:config.train.max_examples])
-    data = tasks.TaskData({k: v[keep] for k, v in data.train.items()}, data.evals,
-                          data.num_outputs)
+    data = dataclasses.replace(data, train={k: v[keep] for k, v in data.train.items()})
     logging.info("Training on %d of the %d training rows (train.max_examples)", len(keep), rows)
   return data
 
@@ -136,7 +137,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   restored = checkpointer.restore(compiled.abstract_state)
   if restored is None:
     if primary:
-      _start_workdir(workdir, config, discriminator)
+      _start_workdir(workdir, config, discriminator, data.labels)
     state = compiled.init_state()
     if not config.random_init:
       state = state.replace(params=_with_pretrained(state.params, discriminator.params))
@@ -222,8 +223,10 @@ def _compile(config: ml_collections.ConfigDict, model_config: ml_collections.Con
 
 
 def _start_workdir(workdir: str, config: ml_collections.ConfigDict,
-                   discriminator: pretrained.Discriminator) -> None:
-  """Writes the config, the encoder's config and the tokenizer into a new workdir."""
+                   discriminator: pretrained.Discriminator, labels: tuple[str, ...] | None
+                   ) -> None:
+  """Writes the config, the encoder's config, the label names and the tokenizer into a new
+  workdir: what an export or a prediction needs besides the parameters."""
   prepare_workdir(workdir)
   for name in (RESULTS_FILE, METRICS_FILE):
     if os.path.exists(os.path.join(workdir, name)):
@@ -232,8 +235,12 @@ def _start_workdir(workdir: str, config: ml_collections.ConfigDict,
   atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
   atomic_write(os.path.join(workdir, MODEL_CONFIG_FILE),
                discriminator.model.to_json_best_effort(indent=2))
+  if labels is not None:
+    atomic_write(os.path.join(workdir, LABELS_FILE), json.dumps(list(labels), indent=2))
   if any_tokenizer.tokenizer_path(workdir) is None:
     any_tokenizer.save_tokenizer(discriminator.tokenizer, workdir)
+    if isinstance(discriminator.tokenizer, WordPieceTokenizer):
+      hf_tokenizer.write_wordpiece_casing(workdir, discriminator.tokenizer)
 
 
 def _with_pretrained(params: Any, pretrained_params: dict) -> Any:

@@ -17,5 +17,6 @@ SENTENCEPIECE_FILE = "tokenizer.model"  # a SentencePiece tokenizer
 WORDPIECE_FILE = "vocab.txt"  # a WordPiece vocabulary (BERT's and Google's ELECTRA's)
 # Fine-tuning's own.
 MODEL_CONFIG_FILE = "model_config.json"  # the encoder's `model` section, as pre-training wrote it
+LABELS_FILE = "labels.json"  # the class or tag names in id order (not for regression or spans)
 RESULTS_FILE = "results.json"  # every epoch's metrics, the best, the training time
 BEST_DIR = "best"  # params.msgpack, metrics.json and predictions-<split> of the best epoch
