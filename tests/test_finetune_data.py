@@ -348,10 +348,13 @@ def test_squad_windows_cover_long_contexts_and_find_the_answer():
   starts = np.zeros((len(windows.question), c.max_seq_length))
   ends = np.zeros_like(starts)
   starts[row, features["start_positions"][row]] = ends[row, features["end_positions"][row]] = 5
-  assert squad.predict_answers([question], eval_windows, starts, ends, c, 1) == {"q": "brown"}
+  # Null odds: [CLS]'s start + end score minus the best span's (0 + 0 against 5 + 5).
+  assert squad.predict_answers([question], eval_windows, starts, ends, c, 1) == (
+      {"q": "brown"}, {"q": -10.0})
   starts[:, 0] = ends[:, 0] = 6
-  assert squad.predict_answers([question], eval_windows, starts, ends, c, 2) == {"q": ""}
-  assert squad.predict_answers([question], eval_windows, starts, ends, c, 1) == {"q": "brown"}
+  assert squad.predict_answers([question], eval_windows, starts, ends, c, 2) == (
+      {"q": ""}, {"q": 2.0})
+  assert squad.predict_answers([question], eval_windows, starts, ends, c, 1)[0] == {"q": "brown"}
 
 
 def test_bad_squad_input(tmp_path):

@@ -13,7 +13,7 @@ export writes ours into that shape exactly, with the identity
 GELU(z) - GELU(-z) = z: `dense` computes z and -z for each output (its other
 rows are zero), `out_proj` subtracts the second from the first. STS-B's head
 is scaled by 5 on the way, so transformers returns the score rather than
-fine-tuning's score / 5.
+fine-tuning's score / 5. `read` takes such a folder back (for predictions).
 """
 
 import json
@@ -22,8 +22,9 @@ import os
 import numpy as np
 
 from electra_jax import config as config_lib
-from electra_jax.convert import hf, hf_params, hf_tokenizer, import_optional
+from electra_jax.convert import flax_format, hf, hf_params, hf_tokenizer, import_optional
 from electra_jax.errors import DataError
+from electra_jax.finetune import config as finetune_config
 from electra_jax.finetune import glue, tasks
 from electra_jax.finetune.model import PRETRAINED
 from electra_jax.finetune.saved_run import FineTunedRun
@@ -91,3 +92,55 @@ def write(directory: str, run: FineTunedRun) -> None:
                safetensors_numpy.save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                                       metadata={"format": "pt"}))
   hf_tokenizer.write_tokenizer(directory, run.tokenizer, run.model.max_position_embeddings)
+
+
+def read(directory: str) -> FineTunedRun:
+  """A folder that `write` made, back as a fine-tuned run (without a data_dir of its own)."""
+  network = hf.read_network(directory)
+  settings = network.config
+  kind = next((kind for kind, name in ARCHITECTURES.items()
+               if name in (settings.get("architectures") or [])), None)
+  task_name = settings.get("finetuning_task")
+  if kind is None or task_name not in tasks.TASKS:
+    raise DataError(f"{directory} is not a fine-tuned model that electra_jax exported (its "
+                    f"config.json has no {', '.join(sorted(set(ARCHITECTURES.values())))} "
+                    "architecture with a finetuning_task of electra_jax's tasks)")
+  model = hf.model_config(network)
+  vocabulary = hf_tokenizer.read_tokenizer(directory, model.vocab_size)
+  if vocabulary.reordered:
+    raise DataError(f"{vocabulary.path} does not have the special tokens at ids 0-4, as every "
+                    "electra_jax export has; was the folder made by electra_jax.export?")
+  config = config_lib.default_config()
+  config.model = model
+  head_names = [name for name in network.tensors if name.startswith(_HEAD_PREFIXES)]
+  params = hf_params.from_hf({k: v for k, v in network.tensors.items() if k not in head_names},
+                             flax_format.param_shapes(config), "discriminator", network.weights_path,
+                             names=PRETRAINED)
+  task = tasks.TASKS[task_name]
+  params["head"] = _head_params(task.kind, network.tensors, network.weights_path)
+  labels = None
+  if "id2label" in settings and task.kind in (tasks.CLASSIFICATION, tasks.TAGGING):
+    labels = tuple(settings["id2label"][str(i)] for i in range(len(settings["id2label"])))
+  run_config = finetune_config.default_config(task_name)
+  run_config.max_seq_length = min(run_config.max_seq_length, model.max_position_embeddings)
+  return FineTunedRun(directory, run_config, model, params, vocabulary.tokenizer, labels)
+
+
+_HEAD_PREFIXES = ("classifier.", "qa_outputs.")
+
+
+def _head_params(kind: str, tensors: dict[str, np.ndarray], origin: str) -> dict:
+  """Our head from transformers' weights: the inverse of `head_tensors`."""
+  name = {tasks.TAGGING: "classifier", tasks.SPAN: "qa_outputs"}.get(kind)
+  if name is not None:
+    return {"kernel": tensors[f"{name}.weight"].T, "bias": tensors[f"{name}.bias"]}
+  outputs = tensors["classifier.out_proj.weight"].shape[0]
+  scale = glue.STSB_MAX if kind == tasks.REGRESSION else 1.0
+  head = {"kernel": tensors["classifier.dense.weight"][:outputs].T / scale,
+          "bias": tensors["classifier.dense.bias"][:outputs] / scale}
+  written = head_tensors(kind, head["kernel"], head["bias"])
+  if any(not np.allclose(tensors[k], v, atol=1e-6) for k, v in written.items()):
+    raise DataError(f"{origin}: its classification head is transformers' own dense -> GELU -> "
+                    "out_proj, which ELECTRA's one-layer head cannot compute; only heads that "
+                    "electra_jax.export wrote read back")
+  return head

@@ -109,15 +109,17 @@ def subtrees_to_hf(params: Mapping, names: tuple[str, ...]) -> dict[str, np.ndar
 
 
 def from_hf(tensors: Mapping[str, np.ndarray], shapes: Mapping, network: str,
-            origin: str) -> dict:
+            origin: str, names: tuple[str, ...] | None = None) -> dict:
   """Our parameters of one network from its state dict.
 
   `shapes` is the network's subtrees of our parameter tree (anything with a
   `.shape` per leaf), as the folder's config.json describes it. Every weight
   must be there with the shape that config implies, and nothing else:
   otherwise a DataError names `origin` (the weights file) and what is wrong.
+  `names`: the subtrees to read, when not all of the network's (a fine-tuned
+  model's encoder: embeddings and discriminator).
   """
-  expected = {(name, *path): leaf.shape for name in NETWORKS[network]
+  expected = {(name, *path): leaf.shape for name in names or NETWORKS[network]
               for path, leaf in flax.traverse_util.flatten_dict(shapes[name]).items()}
   names = {path: hf_name(path) for path in expected}
   missing = [name for name in names.values() if name not in tensors]

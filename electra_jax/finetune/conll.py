@@ -29,7 +29,9 @@ from electra_jax.vocabulary import CLS_ID, SEP_ID, UNK_ID
 DOCUMENT_START = "-DOCSTART-"
 IGNORED = -1  # the target of tokens that are not a word's first
 SPLIT_FILES = {"train": ("train.txt", "eng.train"),
-               "dev": ("dev.txt", "valid.txt", "eng.testa")}
+               "dev": ("dev.txt", "valid.txt", "eng.testa"),
+               "test": ("test.txt", "eng.testb")}
+UNTAGGED = ""  # the tag of every word of a file with one column (words alone, to be tagged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +41,10 @@ class Sentence:
 
 
 def read_conll(path: str, tag_column: int) -> list[Sentence]:
-  """The sentences of a CoNLL file; one DataError for a file that cannot be used."""
+  """The sentences of a CoNLL file; one DataError for a file that cannot be used.
+
+  A file of one column holds words alone: their tags are UNTAGGED.
+  """
   try:
     with open(path, encoding="utf-8-sig") as f:
       lines = f.read().splitlines()
@@ -66,13 +71,13 @@ def read_conll(path: str, tag_column: int) -> list[Sentence]:
       raise DataError(f"{path}, line {number}: {len(columns)} columns where the file's first "
                       f"line has {width}; CoNLL files have the same columns on every line")
     words.append(columns[0])
-    tags.append(columns[tag_column])
+    tags.append(columns[tag_column] if width > 1 else UNTAGGED)
   if not sentences:
     raise DataError(f"{path} has no sentences (a word per line, blank lines between sentences)")
   return sentences
 
 
-def _split_path(data_dir: str, split: str) -> str:
+def split_path(data_dir: str, split: str) -> str:
   for name in SPLIT_FILES[split]:
     path = os.path.join(data_dir, name)
     if os.path.exists(path):
@@ -143,17 +148,21 @@ def encode(sentences: list[Sentence], tokenizer: AnyTokenizer, tag_ids: dict[str
 
 def training_tags(train: list[Sentence]) -> list[str]:
   """The tags in id order: those of the training file, sorted."""
-  return sorted({tag for s in train for tag in s.tags})
+  tags = sorted({tag for s in train for tag in s.tags})
+  if UNTAGGED in tags:
+    raise DataError("the CoNLL training file has one column, words without tags; give the "
+                    "file with its tag column")
+  return tags
 
 
 def read_training_tags(config: ml_collections.ConfigDict) -> list[str]:
-  return training_tags(read_conll(_split_path(config.data_dir, "train"), config.tag_column))
+  return training_tags(read_conll(split_path(config.data_dir, "train"), config.tag_column))
 
 
 def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.TaskData:
   """The training rows and the dev split, encoded; the tags are those of the training file."""
-  train = read_conll(_split_path(config.data_dir, "train"), config.tag_column)
-  dev_path = _split_path(config.data_dir, "dev")
+  train = read_conll(split_path(config.data_dir, "train"), config.tag_column)
+  dev_path = split_path(config.data_dir, "dev")
   dev = read_conll(dev_path, config.tag_column)
   tag_names = training_tags(train)
   tag_ids = {tag: i for i, tag in enumerate(tag_names)}
@@ -169,18 +178,27 @@ def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.Ta
                         num_outputs=len(tag_names), labels=tuple(tag_names))
 
 
-def _evaluate(sentences: list[Sentence], rows: Rows, tag_names: list[str],
-              outputs: np.ndarray):
-  """conlleval's scores from the predicted tag id of every token [rows, length]."""
+def predicted_tags(sentences: list[Sentence], rows: Rows, tag_names: list[str],
+                   outputs: np.ndarray) -> list[list[str]]:
+  """Each sentence's tags from the predicted tag id of every token [rows, length]."""
   predicted = [[] for _ in sentences]
   for row, (index, firsts) in enumerate(zip(rows.sentence, rows.first_token)):
     predicted[index] += [tag_names[t] for t in np.asarray(outputs[row])[firsts]]
+  return predicted
+
+
+def tagged_text(sentences: list[Sentence], predicted: list[list[str]]) -> str:
+  """conlleval's input, `word gold predicted` per line and a blank line after each sentence;
+  `word predicted` for words that came without tags."""
+  blocks = ["".join(" ".join([w, *([g] if g != UNTAGGED else []), p]) + "\n"
+                    for w, g, p in zip(s.words, s.tags, tags))
+            for s, tags in zip(sentences, predicted)]
+  return "\n".join(blocks)
+
+
+def _evaluate(sentences: list[Sentence], rows: Rows, tag_names: list[str],
+              outputs: np.ndarray):
+  """conlleval's scores from the predicted tag id of every token [rows, length]."""
+  predicted = predicted_tags(sentences, rows, tag_names, outputs)
   scores = metrics_lib.conll_entity_scores([s.tags for s in sentences], predicted)
-
-  def write(path: str) -> None:
-    """conlleval's input: `word gold predicted` per line, a blank line after each sentence."""
-    blocks = ["".join(f"{w} {g} {p}\n" for w, g, p in zip(s.words, s.tags, tags))
-              for s, tags in zip(sentences, predicted)]
-    atomic_write(path + ".txt", "\n".join(blocks))
-
-  return scores, write
+  return scores, lambda path: atomic_write(path + ".txt", tagged_text(sentences, predicted))

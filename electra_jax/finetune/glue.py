@@ -89,15 +89,15 @@ class Examples:
 # ---------------------------------------------------------------------------
 
 
-def read_tsv(path: str, task: str) -> Examples:
-  """A GLUE TSV file's examples; one DataError for a file that cannot be used."""
-  fmt = FORMATS[task]
+def _numbered_rows(path: str, folder: str) -> list[tuple[int, list[str]]]:
+  """A TSV file's non-empty rows with their line numbers; one DataError for a file that cannot
+  be used."""
   try:
     with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: drops a BOM
       rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
   except FileNotFoundError:
-    raise DataError(f"{path} does not exist; --config.data_dir must be the GLUE root with a "
-                    f"{fmt.folder}/ folder as GLUE's download lays it out") from None
+    raise DataError(f"{path} does not exist; the data directory must be the GLUE root with a "
+                    f"{folder}/ folder as GLUE's download lays it out") from None
   except UnicodeDecodeError as error:
     raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
   except (OSError, csv.Error) as error:
@@ -105,6 +105,13 @@ def read_tsv(path: str, task: str) -> Examples:
   numbered = [(number, row) for number, row in enumerate(rows, start=1) if row]
   if not numbered:
     raise DataError(f"{path} is empty")
+  return numbered
+
+
+def read_tsv(path: str, task: str) -> Examples:
+  """A GLUE TSV file's examples; one DataError for a file that cannot be used."""
+  fmt = FORMATS[task]
+  numbered = _numbered_rows(path, fmt.folder)
   if fmt.has_header:
     (_, header), numbered = numbered[0], numbered[1:]
     header = [name.strip() for name in header]
@@ -138,6 +145,58 @@ def read_tsv(path: str, task: str) -> Examples:
   if not ids:
     raise DataError(f"{path} has no row with the {width} columns expected")
   return _examples(ids, texts, targets, fmt)
+
+
+def test_files(task: str, data_dir: str) -> dict[str, str]:
+  """The unlabelled test files of `task` under the GLUE root `data_dir`, by the name GLUE's
+  server wants their predictions under (MNLI: matched, mismatched and, where the download has
+  it, the diagnostic set AX, which MNLI's model predicts)."""
+  folder = os.path.join(data_dir, FORMATS[task].folder)
+  if task != "mnli":
+    return {FORMATS[task].folder: os.path.join(folder, "test.tsv")}
+  files = {"MNLI-m": os.path.join(folder, "test_matched.tsv"),
+           "MNLI-mm": os.path.join(folder, "test_mismatched.tsv")}
+  diagnostic = os.path.join(data_dir, "diagnostic", "diagnostic.tsv")
+  if os.path.exists(diagnostic):
+    files["AX"] = diagnostic
+  return files
+
+
+def read_test_tsv(path: str, task: str) -> Examples:
+  """A test file's examples (no labels): its columns found by their header names, which every
+  GLUE test file has (CoLA's included), its index in `index` (QQP: `id`)."""
+  fmt = FORMATS[task]
+  (_, header), *numbered = _numbered_rows(path, fmt.folder)
+  header = [name.strip() for name in header]
+  text_columns = ("sentence",) if task == "cola" else fmt.text_columns
+  index_column = next((name for name in ("index", "id") if name in header), None)
+  missing = [c for c in (*text_columns, index_column) if c not in header]
+  if missing or index_column is None:
+    raise DataError(f"{path} has no column {', '.join(map(repr, missing or ['index']))} (its "
+                    f"header has {', '.join(map(repr, header))}); is it the {fmt.folder} test "
+                    "file of GLUE?")
+  text_at = [header.index(c) for c in text_columns]
+  ids, texts = [], []
+  for number, row in numbered:
+    if len(row) != len(header):
+      raise DataError(f"{path}, line {number}: {len(row)} columns where the header has "
+                      f"{len(header)}; every test row needs a prediction")
+    ids.append(row[header.index(index_column)])
+    texts.append([row[i] for i in text_at])
+  pair = len(text_columns) == 2
+  return Examples(ids, [t[0] for t in texts], [t[1] for t in texts] if pair else None,
+                  np.zeros(0, np.float32))
+
+
+def submission(task: str, examples: Examples, outputs: np.ndarray) -> str:
+  """GLUE's submission file: `index<TAB>prediction`, a label name or STS-B's score in [0, 5]."""
+  fmt = FORMATS[task]
+  outputs = np.asarray(outputs)
+  if fmt.labels is None:
+    shown = [f"{p:.3f}" for p in np.clip(outputs.reshape(-1) * STSB_MAX, 0, STSB_MAX)]
+  else:
+    shown = [fmt.labels[p] for p in outputs.argmax(axis=-1)]
+  return "".join(["index\tprediction\n"] + [f"{i}\t{p}\n" for i, p in zip(examples.ids, shown)])
 
 
 def _target(value: str, fmt: GlueFormat, where: str) -> float:

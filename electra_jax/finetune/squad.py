@@ -41,8 +41,11 @@ class Question:
   answers: list[tuple[str, int]]  # (text, character where it starts); empty: no answer
 
 
-def read_squad(path: str, version: int) -> list[Question]:
-  """The questions of a SQuAD file; one DataError for a file that cannot be used."""
+def read_squad(path: str, version: int, labelled: bool = True) -> list[Question]:
+  """The questions of a SQuAD file; one DataError for a file that cannot be used.
+
+  Without `labelled` (a file to predict), the questions need no answers.
+  """
   try:
     with open(path, encoding="utf-8-sig") as f:
       document = json.load(f)
@@ -57,8 +60,9 @@ def read_squad(path: str, version: int) -> list[Question]:
       for paragraph in article["paragraphs"]:
         context = paragraph["context"]
         for qa in paragraph["qas"]:
-          answers = [(a["text"], int(a["answer_start"])) for a in qa["answers"]]
-          if version == 1 and (qa.get("is_impossible") or not answers):
+          answers = [(a["text"], int(a["answer_start"]))
+                     for a in (qa["answers"] if labelled else qa.get("answers", []))]
+          if labelled and version == 1 and (qa.get("is_impossible") or not answers):
             raise DataError(f"{path}: question {qa['id']} has no answer, which SQuAD 1.1 does "
                             "not allow; for SQuAD 2.0 data use --config.task=squad2")
           questions.append(Question(str(qa["id"]), qa["question"], context,
@@ -174,8 +178,10 @@ def _is_max_context(windows: list[tuple[int, int]], start: int, token: int) -> b
 
 def predict_answers(questions: list[Question], windows: Windows, start_logits: np.ndarray,
                     end_logits: np.ndarray, config: ml_collections.ConfigDict,
-                    version: int) -> dict[str, str]:
-  """Each question's answer text ("" for no answer) from its rows' start and end scores."""
+                    version: int) -> tuple[dict[str, str], dict[str, float]]:
+  """Each question's answer text ("" for no answer) from its rows' start and end scores, and
+  its null odds: the "no answer" score minus the best span's, which SQuAD 2.0's official
+  evaluation reads (--na-prob-file) to find the best threshold."""
   best = {}  # question index -> (score, start char, end char)
   null = {}  # question index -> the lowest "no answer" score of its rows
   for row, index in enumerate(windows.question):
@@ -193,12 +199,13 @@ def predict_answers(questions: list[Question], windows: Windows, start_logits: n
         score = starts[s] + ends[e]
         if score > best.get(index, (-np.inf,))[0]:
           best[index] = (score, offsets[s, 0], offsets[e, 1])
-  answers = {}
+  answers, null_odds = {}, {}
   for index, question in enumerate(questions):
     score, start, end = best.get(index, (-np.inf, 0, 0))
-    no_answer = version == 2 and null.get(index, np.inf) - score > config.null_score_threshold
+    null_odds[question.id] = float(min(null.get(index, np.inf) - score, np.finfo(np.float32).max))
+    no_answer = version == 2 and null_odds[question.id] > config.null_score_threshold
     answers[question.id] = "" if no_answer or score == -np.inf else question.context[start:end]
-  return answers
+  return answers, null_odds
 
 
 def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.TaskData:
@@ -211,7 +218,7 @@ def load(config: ml_collections.ConfigDict, tokenizer: AnyTokenizer) -> tasks.Ta
 
   def evaluate(outputs):
     start_logits, end_logits = (np.asarray(x) for x in outputs)
-    answers = predict_answers(dev_questions, dev, start_logits, end_logits, config, version)
+    answers, _ = predict_answers(dev_questions, dev, start_logits, end_logits, config, version)
     write = lambda path: atomic_write(path + ".json", json.dumps(answers, indent=1))
     return metrics_lib.squad_scores(answers, gold, version), write
 
