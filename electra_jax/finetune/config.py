@@ -52,6 +52,7 @@ def default_config(task: str = "") -> ml_collections.ConfigDict:
   # Draws the head's initial weights (every weight's, with random_init), dropout and the order.
   c.train.seed = 0
   c.train.log_every = 100
+  c.train.wandb_project = ""  # as pre-training's: a Weights & Biases project, or empty
   # Train on this many examples, drawn once (independently of the seed); 0: all of them.
   c.train.max_examples = 0
 
@@ -98,6 +99,7 @@ _RULES: dict[str, validation.Rule] = {
                      "a positive integer, or unset for the task's"),
     "train.seed": validation.NON_NEGATIVE_INT,
     "train.log_every": validation.POSITIVE_INT,
+    "train.wandb_project": validation.WANDB_PROJECT,
     "train.max_examples": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: all)"),
     "optim.learning_rate": (lambda v: v is None or validation.POSITIVE[0](v),
                             "a positive number, or unset for the paper's"),

@@ -26,6 +26,7 @@ from electra_jax.runtime.workdir import CHECKPOINTS_DIR, CONFIG_FILE
 _FIXED_FIELDS = ("config.task", "config.init", "config.random_init", "config.max_seq_length")
 # ...where and how it runs may always change...
 _FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.train.log_every",
+                "config.train.wandb_project",
                 "config.train.eval_batch_size", "versions.")
 # ...and anything else only when told so.
 _ALLOW_HINT = "--config.checkpoint.allow_config_change=True"

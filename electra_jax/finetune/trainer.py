@@ -151,7 +151,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                t.epochs, steps_per_epoch, t.batch_size, config.optim.learning_rate,
                config.optim.layer_decay)
 
-  writer = metric_writer.MetricWriter(workdir, progress["step"]) if primary else None
+  writer = (metric_writer.MetricWriter(workdir, progress["step"], t.wandb_project,
+                                       config.to_dict()) if primary else None)
   window, window_start = [], 0.0
   for step in range(progress["step"], total_steps):
     if not window:  # evaluation and logging are not training time

@@ -47,7 +47,8 @@ _FIXED_FIELDS = (*(f"config.model.{name}" for name in (
 # ...always where and how it runs: devices, logging, evaluation, checkpoints...
 _FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.train.log_every",
                 "config.train.eval_every", "config.train.eval_batches", "config.train.dry_run",
-                "config.train.on_nonfinite", "config.data.num_workers", "config.data.dir",
+                "config.train.on_nonfinite", "config.train.wandb_project",
+                "config.data.num_workers", "config.data.dir",
                 "versions.")
 # ...and anything else that changes the results only when told so.
 _ALLOW_HINT = "--config.checkpoint.allow_config_change=True"
@@ -273,7 +274,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_batches = [to_global(b) for b in loader.eval_batches(data, t.batch_size, t.eval_batches,
                                                             **hosts)]
   tokens_per_step = t.batch_size * config.data.max_seq_length
-  writer = metric_writer.MetricWriter(workdir, start_step) if primary else _Discard()
+  writer = (metric_writer.MetricWriter(workdir, start_step, t.wandb_project, config.to_dict())
+            if primary else _Discard())
   eval_metrics, unchecked = {}, []
   # The step was compiled ahead of time: the first one is timed like the others.
   window, window_start = [], time.perf_counter()

@@ -1,9 +1,11 @@
-"""Where a run's logged metrics go: `metrics.jsonl` and TensorBoard event files in the workdir."""
+"""Where a run's logged metrics go: `metrics.jsonl` and TensorBoard event files in the workdir,
+and Weights & Biases when the run names a project (wandb_run.py)."""
 
 import json
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
+from electra_jax.runtime import wandb_run
 from electra_jax.runtime.fileio import atomic_write
 from electra_jax.runtime.workdir import METRICS_FILE, TENSORBOARD_DIR
 
@@ -14,9 +16,12 @@ class MetricWriter:
   Each JSON line is one logged step of one split: {"step", "split", "loss", ...}.
   A run that starts at `start_step` (resumed from a checkpoint, or 0) drops what
   an interrupted run logged after it, from both, since those steps run again.
+  With `wandb_project`, every write also goes to the workdir's W&B run in that
+  project, which gets `config` as its config.
   """
 
-  def __init__(self, workdir: str, start_step: int = 0):
+  def __init__(self, workdir: str, start_step: int = 0, wandb_project: str = "",
+               config: Mapping[str, Any] | None = None):
     # Imported here: tensorboardX pulls in protobuf, which the library needs only here.
     from tensorboardX import SummaryWriter
     path = os.path.join(workdir, METRICS_FILE)
@@ -27,6 +32,7 @@ class MetricWriter:
     self._jsonl = open(path, "a", encoding="utf-8")
     self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
                                       purge_step=start_step + 1)
+    self._wandb = wandb_run.start(workdir, wandb_project, config or {}) if wandb_project else None
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     self._jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
@@ -34,10 +40,14 @@ class MetricWriter:
     for name, value in metrics.items():
       self._tensorboard.add_scalar(f"{split}/{name}", value, step)
     self._tensorboard.flush()
+    if self._wandb:
+      wandb_run.log(self._wandb, step, split, metrics)
 
   def close(self) -> None:
     self._jsonl.close()
     self._tensorboard.close()
+    if self._wandb:
+      self._wandb.finish()
 
 
 def last_logged(workdir: str, split: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ PARAMS_FILE = "params.msgpack"  # the parameters (flax.serialization.msgpack_ser
 CHECKPOINTS_DIR = "checkpoints"  # Orbax checkpoints, one directory per step
 METRICS_FILE = "metrics.jsonl"  # one JSON object per logged step and split
 TENSORBOARD_DIR = "tensorboard"  # the same metrics as TensorBoard event files
+WANDB_RUN_ID_FILE = "wandb_run_id"  # the Weights & Biases run that a continued run logs to
 DATA_DIR = "data"  # the prepared data, unless data.dir puts it elsewhere
 SENTENCEPIECE_FILE = "tokenizer.model"  # a SentencePiece tokenizer
 WORDPIECE_FILE = "vocab.txt"  # a WordPiece vocabulary (BERT's and Google's ELECTRA's)
