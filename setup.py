@@ -60,6 +60,9 @@ setup(
         # (python -m electra_jax.compile). jax's own "tpu" extra pins the libtpu built
         # for the jax version installed.
         "tpu": ["jax[tpu]>=0.7.1,<1"],
+        # Hugging Face datasets as a source: parquet and arrow files, saved datasets and
+        # datasets by name (pre-training), GLUE (fine-tuning).
+        "datasets": ["datasets>=2.14,<6", "pyarrow>=12"],
         # Weights & Biases as a metrics destination (--config.train.wandb_project=NAME).
         "wandb": ["wandb>=0.17,<1"],
         # TFDS corpora (--config.data.source=tfds:NAME): TFDS's dataset builders import

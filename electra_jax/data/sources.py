@@ -7,9 +7,12 @@ to end (a file, a slice of a TFDS split, the built-in corpus), and
 so a new kind of source is one more case in both and nothing else changes.
 
 Files are recognised from their content, not their names: gzip by its magic
-bytes, WikiExtractor output by a first line `<doc ...>`, JSON lines by a first
-line that is a JSON object; anything else is plain text (one sentence or
-paragraph per line, a blank line between documents).
+bytes, parquet and arrow (Hugging Face datasets' files) by theirs,
+WikiExtractor output by a first line `<doc ...>`, JSON lines by a first line
+that is a JSON object; anything else is plain text (one sentence or paragraph
+per line, a blank line between documents). A directory that
+`datasets.Dataset.save_to_disk` wrote stands for its arrow files, and
+`hf:NAME` for a Hugging Face dataset's (hf_datasets_source.py).
 
 Bad input never stops a run and is never dropped silently: each skipped file,
 line or document is counted in a `SkipReport` under its reason, with the
@@ -27,7 +30,7 @@ import json
 import os
 from typing import BinaryIO, Iterable, Iterator
 
-from electra_jax.data import tfds_source
+from electra_jax.data import hf_datasets_source, tfds_source
 from electra_jax.data.builtin_corpus import builtin_documents
 from electra_jax.errors import DataError
 
@@ -122,16 +125,21 @@ def resolve_inputs(source: str, options: ReadOptions) -> list[Input]:
   """The inputs of `source`, in a fixed order: the order of the prepared examples.
 
   `source` is "" or "builtin" for the built-in corpus, `tfds:NAME` for a TFDS
-  dataset, else a comma-separated list of paths or globs. Paths are resolved
+  dataset, `hf:NAME` for a Hugging Face dataset, else a comma-separated list of
+  paths or globs (saved Hugging Face datasets among them). Paths are resolved
   now, so that a typo fails before any work.
   """
   if source in ("", BUILTIN):
     return [Input(BUILTIN, 1)]
+  if source.startswith(hf_datasets_source.PREFIX):
+    files = hf_datasets_source.named_dataset_files(source[len(hf_datasets_source.PREFIX):],
+                                                   options.tfds_split)
+    return [Input(path, os.path.getsize(path)) for path in files]
   if source.startswith(TFDS_PREFIX):
     dataset = source[len(TFDS_PREFIX):]
     return [Input(f"{source} {split}", size, split)
             for split, size in tfds_source.split_slices(dataset, options.tfds_split)]
-  return [Input(path, os.path.getsize(path)) for path in _resolve_paths(source)]
+  return [Input(path, os.path.getsize(path)) for path in _resolve_paths(source, options)]
 
 
 def read_documents(item: Input, options: ReadOptions, report: SkipReport) -> Iterator[list[str]]:
@@ -150,7 +158,7 @@ def _builtin_documents() -> list[list[str]]:
   return builtin_documents()  # read once per process: the tokenizer and the packing both use it
 
 
-def _resolve_paths(source: str) -> list[str]:
+def _resolve_paths(source: str, options: ReadOptions) -> list[str]:
   """The files `source` names, in order, each once."""
   paths = []
   for pattern in (p.strip() for p in source.split(",")):
@@ -158,6 +166,9 @@ def _resolve_paths(source: str) -> list[str]:
       continue
     if os.path.isfile(pattern):  # a literal name may contain glob characters such as [
       paths.append(pattern)
+      continue
+    if os.path.isdir(pattern) and hf_datasets_source.is_saved_dataset(pattern):
+      paths.extend(hf_datasets_source.saved_dataset_files(pattern, options.tfds_split))
       continue
     matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
                      if not os.path.isdir(p))
@@ -168,12 +179,19 @@ def _resolve_paths(source: str) -> list[str]:
     paths.extend(matches)
   if not paths:
     raise DataError(f"--config.data.source='{source}' names no files; give paths or globs of "
-                    "text files, 'tfds:NAME', or leave it empty for the built-in corpus")
+                    "text files, 'tfds:NAME', 'hf:NAME', or leave it empty for the built-in "
+                    "corpus")
   return list(dict.fromkeys(paths))
 
 
 def _file_documents(path: str, options: ReadOptions, report: SkipReport) -> Iterator[list[str]]:
   try:
+    with open(path, "rb") as f:
+      columnar = hf_datasets_source.columnar_kind(f.read(hf_datasets_source.MAGIC_BYTES))
+    if columnar:
+      yield from _text_documents(
+          hf_datasets_source.read_texts(path, columnar, options.text_field), path, report)
+      return
     with _open(path) as f:
       if b"\0" in f.peek(_BINARY_PROBE_BYTES)[:_BINARY_PROBE_BYTES]:  # not text, or UTF-16
         report.add(BINARY_FILE, path)

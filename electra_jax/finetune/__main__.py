@@ -6,7 +6,8 @@ r"""Fine-tune a pre-trained ELECTRA discriminator on GLUE, CoNLL tagging or SQuA
 --config.init is a pre-training workdir, an export (--format=flax or --format=hf)
 or a Hugging Face ELECTRA folder. --config.data_dir is, for GLUE, the root
 with one folder per task as GLUE's download lays them out (SST-2/train.tsv,
-SST-2/dev.tsv, ...) or `tfds` for TensorFlow Datasets' glue/*; for
+SST-2/dev.tsv, ...), `tfds` for TensorFlow Datasets' glue/*, or hf:nyu-mll/glue (or a
+folder where a task's DatasetDict was saved) for Hugging Face datasets' GLUE; for
 configs/finetune/tagging.py a folder of CoNLL files (train.txt, dev.txt); for
 configs/finetune/qa.py a folder with SQuAD's train-v1.1.json and dev-v1.1.json
 (--config.task=squad2: the v2.0 files).

@@ -29,7 +29,8 @@ def default_config(task: str = "") -> ml_collections.ConfigDict:
   # True: `init`'s architecture and tokenizer with freshly initialized weights (the control
   # for what pre-training brings).
   c.random_init = False
-  # GLUE: the root with one folder per task (SST-2/, MNLI/, ...), or "tfds". CoNLL: the folder
+  # GLUE: the root with one folder per task (SST-2/, MNLI/, ...), "tfds", or Hugging Face
+  # datasets' GLUE: "hf:nyu-mll/glue" (by name) or a saved DatasetDict's folder. CoNLL: the folder
   # with train.txt and dev.txt (or valid.txt). SQuAD: the folder with train-v1.1.json and
   # dev-v1.1.json (2.0: -v2.0).
   c.data_dir = ""
@@ -84,7 +85,7 @@ _RULES: dict[str, validation.Rule] = {
              "a pre-training workdir, an export (--format=flax or hf) or a Hugging Face folder"),
     "random_init": (lambda v: isinstance(v, bool), "True or False"),
     "data_dir": (lambda v: isinstance(v, str) and v != "",
-                 f"the folder holding the task's files (or {TFDS!r} for GLUE from TFDS)"),
+                 f"the folder holding the task's files ({TFDS!r} or hf:NAME for GLUE)"),
     "max_seq_length": (lambda v: isinstance(v, int) and v >= 8, "an integer >= 8"),
     "symmetric_pairs": (lambda v: isinstance(v, bool), "True or False"),
     "tag_column": (lambda v: isinstance(v, int), "an integer (a column index; -1: the last)"),
@@ -119,10 +120,10 @@ _RULES: dict[str, validation.Rule] = {
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first unknown field or disallowed value."""
   validation.check_fields(config, _RULES, "electra_jax.finetune.config.default_config()")
-  if config.data_dir == TFDS and tasks.TASKS[config.task].kind not in (tasks.CLASSIFICATION,
-                                                                        tasks.REGRESSION):
-    raise ConfigError(f"config field 'data_dir' = {TFDS!r} reads GLUE tasks only; give the "
-                      f"folder with the {config.task} files")
+  if ((config.data_dir == TFDS or config.data_dir.startswith("hf:")) and
+      tasks.TASKS[config.task].kind not in (tasks.CLASSIFICATION, tasks.REGRESSION)):
+    raise ConfigError(f"config field 'data_dir' = {config.data_dir!r} reads GLUE tasks only; "
+                      f"give the folder with the {config.task} files")
   sizes = [config.mesh[axis] for axis in config_lib.MESH_AXES]
   if sizes.count(-1) > 1:
     raise ConfigError(f"config fields 'mesh.{{data,fsdp,tensor}}' = {tuple(sizes)} have more "

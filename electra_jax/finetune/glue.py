@@ -1,4 +1,5 @@
-"""GLUE: the nine tasks' TSV files as GLUE's download lays them out, or TFDS's `glue/*`.
+"""GLUE: the nine tasks' TSV files as GLUE's download lays them out, TFDS's `glue/*`, or
+Hugging Face datasets' GLUE (`hf:nyu-mll/glue`, or a saved DatasetDict of one task).
 
 `data_dir` is the GLUE root with one folder per task (CoLA/, SST-2/, MRPC/,
 STS-B/, QQP/, MNLI/, QNLI/, RTE/, WNLI/), each with train.tsv and dev.tsv
@@ -20,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from electra_jax import metrics as metrics_lib
-from electra_jax.data import tfds_source
+from electra_jax.data import hf_datasets_source, tfds_source
 from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.finetune import config as config_lib
@@ -72,6 +73,12 @@ FORMATS: dict[str, GlueFormat] = {
                        ("sentence1", "sentence2")),
 }
 SYMMETRIC_TASKS = ("mrpc", "stsb")  # whose two sentences can be swapped (symmetric_pairs)
+
+
+def is_hf_source(data_dir: str) -> bool:
+  """Whether `data_dir` names Hugging Face datasets' GLUE rather than GLUE's files."""
+  return (data_dir.startswith(hf_datasets_source.PREFIX) or
+          hf_datasets_source.is_saved_dataset(data_dir))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +169,13 @@ def test_files(task: str, data_dir: str) -> dict[str, str]:
   return files
 
 
+def hf_test_splits(task: str) -> dict[str, str]:
+  """The test splits of Hugging Face datasets' GLUE, by the submission file's name."""
+  if task == "mnli":
+    return {"MNLI-m": "test_matched", "MNLI-mm": "test_mismatched"}
+  return {FORMATS[task].folder: "test"}
+
+
 def read_test_tsv(path: str, task: str) -> Examples:
   """A test file's examples (no labels): its columns found by their header names, which every
   GLUE test file has (CoLA's included), its index in `index` (QQP: `id`)."""
@@ -223,28 +237,62 @@ def _examples(ids: list[str], texts: list[list[str]], targets: list[float],
 
 def read_tfds(task: str, split: str) -> Examples:
   """A split of TFDS's glue/<task>; its integer labels mapped to GLUE's label strings' ids."""
-  fmt = FORMATS[task]
   tfds = tfds_source.import_tfds("GLUE from TFDS (--config.data_dir=tfds)")
   dataset = f"glue/{task}"
   builder = tfds_source.open_builder(tfds, dataset)
   builder.download_and_prepare()
-  names = builder.info.features["label"].names if fmt.labels is not None else None
+  names = builder.info.features["label"].names if FORMATS[task].labels is not None else None
+  records = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
+  return _labelled_records(task, records, names, f"the TFDS split {dataset}:{split}")
+
+
+def read_hf(task: str, split: str, data_dir: str, labelled: bool = True) -> Examples:
+  """A split of Hugging Face datasets' GLUE: `hf:NAME` (loaded with the task as its config,
+  e.g. hf:nyu-mll/glue) or the directory of a DatasetDict that save_to_disk wrote. Records
+  have TFDS's fields (sentence, label, idx, ...) and class names. Without `labelled` (a test
+  split, whose labels are -1), only the texts and their idx are read."""
+  datasets = hf_datasets_source.import_datasets(
+      f"GLUE from Hugging Face datasets (--config.data_dir={data_dir})")
+  where = f"the split '{split}' of {data_dir}"
+  try:
+    if data_dir.startswith(hf_datasets_source.PREFIX):
+      name = data_dir[len(hf_datasets_source.PREFIX):]
+      dataset = datasets.load_dataset(name, task, split=split)
+    else:
+      dataset = datasets.load_from_disk(data_dir)[split]
+  except Exception as error:  # pylint: disable=broad-except  # datasets raises many kinds
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise DataError(f"cannot read {where}: {first_line}") from None
+  if not labelled:
+    fmt = FORMATS[task]
+    texts = [[_text(record[f]) for f in fmt.tfds_features] for record in dataset]
+    return Examples([str(i) for i in dataset["idx"]], [t[0] for t in texts],
+                    [t[1] for t in texts] if len(fmt.tfds_features) == 2 else None,
+                    np.zeros(0, np.float32))
+  label = dataset.features.get("label")
+  names = getattr(label, "names", None) if FORMATS[task].labels is not None else None
+  return _labelled_records(task, iter(dataset), names, where)
+
+
+def _labelled_records(task: str, records, names: list[str] | None, where: str) -> Examples:
+  """Examples from records with TFDS's GLUE fields; integer labels named by `names`."""
+  fmt = FORMATS[task]
   ids, texts, targets = [], [], []
-  for record in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
+  for record in records:
     texts.append([_text(record[feature]) for feature in fmt.tfds_features])
     ids.append(str(record["idx"]))
     label = record["label"]
     if fmt.labels is None:
       targets.append(float(label))
     elif label < 0:
-      raise DataError(f"the TFDS split {dataset}:{split} has no labels (a test split)")
+      raise DataError(f"{where} has no labels (a test split)")
     else:
-      # TFDS names the labels; where GLUE's files use the same words (MNLI, QNLI, RTE) they
-      # map by name, elsewhere GLUE's "0"/"1" are TFDS's ids.
-      name = names[label]
+      # The names; where GLUE's files use the same words (MNLI, QNLI, RTE) they map by
+      # name, elsewhere GLUE's "0"/"1" are the integer labels.
+      name = names[label] if names else str(label)
       targets.append(fmt.labels.index(name if name in fmt.labels else str(label)))
   if not ids:
-    raise DataError(f"the TFDS split {dataset}:{split} is empty")
+    raise DataError(f"{where} is empty")
   return _examples(ids, texts, targets, fmt)
 
 
@@ -255,9 +303,11 @@ def _text(value) -> str:
 def read_split(config: ml_collections.ConfigDict, split: str) -> Examples:
   """`split` ("train" or one of the format's dev splits) from the files or from TFDS."""
   fmt = FORMATS[config.task]
+  named_split = "train" if split == "train" else fmt.tfds_dev_splits[fmt.dev_splits.index(split)]
   if config.data_dir == config_lib.TFDS:
-    tfds_split = "train" if split == "train" else fmt.tfds_dev_splits[fmt.dev_splits.index(split)]
-    return read_tfds(config.task, tfds_split)
+    return read_tfds(config.task, named_split)
+  if is_hf_source(config.data_dir):
+    return read_hf(config.task, named_split, config.data_dir)
   return read_tsv(os.path.join(config.data_dir, fmt.folder, f"{split}.tsv"), config.task)
 
 

@@ -76,14 +76,19 @@ def _glue(run: FineTunedRun, data_dir: str, out: str, batch_size: int) -> list[s
   if data_dir == "tfds":
     raise DataError("GLUE's test labels are hidden and TFDS's test splits serve no submission "
                     "file here; give the GLUE root of the download (--input)")
-  written = []
-  for name, path in glue.test_files(run.config.task, data_dir).items():
-    examples = glue.read_test_tsv(path, run.config.task)
+  task, written = run.config.task, []
+  if glue.is_hf_source(data_dir):
+    sets = {name: glue.read_hf(task, split, data_dir, labelled=False)
+            for name, split in glue.hf_test_splits(task).items()}
+  else:
+    sets = {name: glue.read_test_tsv(path, task)
+            for name, path in glue.test_files(task, data_dir).items()}
+  for name, examples in sets.items():
     features = encoding.encode_texts(run.tokenizer, examples.first, examples.second,
                                      run.config.max_seq_length, name)
     outputs = model_outputs(run, features, batch_size)
     written.append(os.path.join(out, f"{name}.tsv"))
-    atomic_write(written[-1], glue.submission(run.config.task, examples, outputs))
+    atomic_write(written[-1], glue.submission(task, examples, outputs))
   return written
 
 
