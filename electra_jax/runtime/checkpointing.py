@@ -27,10 +27,15 @@ What it guarantees:
   reports and removes.
 - The newest `keep` checkpoints are kept, and those whose step is a multiple
   of `keep_every`, for good; older ones are deleted once a newer one is complete.
-- `restore_latest` reads the newest checkpoint that can be read. One that
-  cannot (truncated or missing files) is set aside as `<step>.unreadable` with
-  a warning, and the one before it is used; none is set aside unless an older
-  one restores, so a mismatch that fails them all moves nothing.
+- `restore_latest` reads the newest checkpoint that can be read and whose
+  state matches the checksums written with it (state_checksums.py): restores
+  are checked, not trusted. One that cannot (truncated, zeroed, missing or
+  altered files) is set aside as `<step>.unreadable` with one warning line,
+  and the one before it is used; none is set aside unless an older one
+  restores, so a mismatch that fails them all moves nothing. Damage to files
+  that the state is read without (Orbax's bookkeeping) costs nothing when the
+  state still matches its checksums: that checkpoint is used, with one
+  warning line. docs/checkpoint_faults.md has the table of faults tested.
 - The state is read into `abstract_state`: a pytree of jax.ShapeDtypeStruct
   carrying the shardings wanted now, so a checkpoint saved on one mesh restores
   onto another (8 devices -> 1, 1 -> 8, other hosts).
@@ -43,11 +48,13 @@ What it guarantees:
   and reads its own shards; process 0 writes the JSON items and renames).
 """
 
+import contextlib
 import dataclasses
 import logging as python_logging
 import os
 import shutil
-from typing import Any, Callable, Iterable, Mapping
+import sys
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -56,24 +63,72 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from electra_jax.errors import ConfigError, UserError
+from electra_jax.runtime import state_checksums
 from electra_jax.runtime.fileio import prepare_workdir
 
 _ITEMS = ("state", "loader", "metadata")
 UNREADABLE_SUFFIX = ".unreadable"  # a name Orbax does not take for a step
-# What reading a damaged checkpoint raises: missing or short files (tensorstore's
-# errors are ValueErrors), undecodable JSON, an item that is not there.
-_READ_ERRORS = (OSError, ValueError, KeyError)
+CHECKSUMS_KEY = "state_checksums"  # in the metadata item; never shown to `check`
+# What reading a damaged checkpoint raises: missing or short files, undecodable
+# JSON, an item that is not there; Orbax wraps tensorstore's errors in a bare
+# Exception. Anything short of an interruption means "this one cannot be read".
+_READ_ERRORS = (Exception,)
 
 
 class _QuietOrbax(python_logging.Filter):
-  """Drops Orbax's INFO lines (a dozen per save); its warnings and errors still show."""
+  """Drops Orbax's INFO lines (a dozen per save). While a checkpoint is being read, its
+  warnings and errors (about the damaged files of one) are kept for our own one line."""
+
+  def __init__(self):
+    super().__init__()
+    self.held: list[str] | None = None
 
   def filter(self, record: python_logging.LogRecord) -> bool:
-    return (record.levelno >= python_logging.WARNING or
-            f"{os.sep}orbax{os.sep}" not in record.pathname)
+    if f"{os.sep}orbax{os.sep}" not in record.pathname:
+      return True
+    if self.held is not None:
+      self.held.append(record.getMessage())
+      return False
+    return record.levelno >= python_logging.WARNING
+
+  @contextlib.contextmanager
+  def holding(self) -> Iterator[list[str]]:
+    self.held = []
+    try:
+      yield self.held
+    finally:
+      self.held = None
 
 
-python_logging.getLogger("absl").addFilter(_QuietOrbax())
+_QUIET_ORBAX = _QuietOrbax()
+python_logging.getLogger("absl").addFilter(_QUIET_ORBAX)
+
+
+def _drop_failed_read_leftovers(unraisable, previous=sys.unraisablehook) -> None:
+  """A failed read of a damaged checkpoint leaves work behind: tensorstore callbacks that find
+  Orbax's event loop closed, and Orbax's reads of other arrays that fail the same way. Their
+  errors are no news (restore_latest already reported the checkpoint), not tracebacks for the
+  console."""
+  code = getattr(unraisable.object, "cr_code", None)
+  leftover = ((isinstance(unraisable.exc_value, RuntimeError) and
+               str(unraisable.exc_value) == "Event loop is closed") or
+              (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename))
+  if not leftover:
+    previous(unraisable)
+
+
+sys.unraisablehook = _drop_failed_read_leftovers
+
+
+class _QuietFailedReads(python_logging.Filter):
+  """The same leftovers as asyncio reports them: the failed futures of tensorstore's reads."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not ("exception was never retrieved" in message and "tensorstore" in message.lower())
+
+
+python_logging.getLogger("asyncio").addFilter(_QuietFailedReads())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +160,10 @@ class Checkpointer:
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(preserve),
         enable_async_checkpointing=asynchronous,
         create=False)  # the directory appears with the first save, not before
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+    # Orbax reads every step's bookkeeping here; what it says of a damaged one is kept
+    # for restore_latest's one line.
+    with _QUIET_ORBAX.holding() as self._orbax_notes:
+      self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -117,9 +175,10 @@ class Checkpointer:
            metadata: Mapping[str, Any]) -> None:
     """Starts saving (returns once the state is off the devices when asynchronous)."""
     logging.info("Saving the checkpoint of step %d in %s", step, self.directory)
+    metadata = {**metadata, CHECKSUMS_KEY: state_checksums.compute(state)}
     self._manager.save(step, force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(dict(loader_state)),
-        metadata=ocp.args.JsonSave(dict(metadata))))
+        metadata=ocp.args.JsonSave(metadata)))
 
   def restore_latest(self, abstract_state: Any,
                      check: Callable[[int, dict], Any] = lambda step, metadata: None
@@ -130,18 +189,27 @@ class Checkpointer:
     """
     unreadable = []
     for step in sorted(self._manager.all_steps(), reverse=True):
-      try:
-        metadata = self._read(step, metadata=ocp.args.JsonRestore())["metadata"]
-      except _READ_ERRORS as error:
-        unreadable.append((step, error))
-        continue
-      check(step, metadata)
-      try:
-        restored = self._read(step, state=ocp.args.StandardRestore(abstract_state),
-                              loader=ocp.args.JsonRestore())
-      except _READ_ERRORS as error:
-        unreadable.append((step, error))
-        continue
+      with _QUIET_ORBAX.holding() as orbax_messages:
+        try:
+          metadata = dict(self._read(step, metadata=ocp.args.JsonRestore())["metadata"])
+        except _READ_ERRORS as error:
+          unreadable.append((step, error))
+          continue
+        checksums = metadata.pop(CHECKSUMS_KEY, None)
+        check(step, metadata)
+        try:
+          restored = self._read(step, state=ocp.args.StandardRestore(abstract_state),
+                                loader=ocp.args.JsonRestore())
+          _verify(restored["state"], checksums)
+        except _READ_ERRORS as error:
+          unreadable.append((step, error))
+          continue
+      notes = [m for m in self._orbax_notes + orbax_messages
+               if os.path.join(self.directory, str(step)) + os.sep in m]
+      if notes:
+        logging.warning("The checkpoint of step %d has damaged files that its state is read "
+                        "without (%s); its state matches its checksums, so it is used", step,
+                        _first_line(notes[0]))
       self._set_aside(unreadable, step)
       return Restored(step, restored["state"], restored["loader"], metadata)
     if unreadable:
@@ -175,6 +243,17 @@ class Checkpointer:
       self._manager.reload()
 
 
+def _verify(state: Any, checksums: dict[str, int] | None) -> None:
+  """Raises ValueError where `state` is not what was saved (checkpoints written before
+  checksums existed have none, and are taken as read)."""
+  if checksums is None:
+    return
+  wrong = state_checksums.mismatches(state, checksums)
+  if wrong:
+    raise ValueError(f"the state read back does not match the checksums saved with it "
+                     f"({len(wrong)} array(s), first {wrong[0]})")
+
+
 def restore_step(directory: str, step: int, abstract_state: Any) -> Restored:
   """The checkpoint of `step` in `directory`, read without changing anything there.
 
@@ -194,12 +273,14 @@ def restore_step(directory: str, step: int, abstract_state: Any) -> Restored:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), loader=ocp.args.JsonRestore(),
           metadata=ocp.args.JsonRestore()))
+      metadata = dict(restored["metadata"])
+      _verify(restored["state"], metadata.pop(CHECKSUMS_KEY, None))
     except _READ_ERRORS as error:
       raise UserError(f"the checkpoint of step {step} in {directory} cannot be read: "
                       f"{_first_line(error)}") from None
   finally:
     manager.close()
-  return Restored(step, restored["state"], restored["loader"], restored["metadata"])
+  return Restored(step, restored["state"], restored["loader"], metadata)
 
 
 def _free_name(path: str) -> str:
