@@ -9,9 +9,11 @@ touches only Orbax's bookkeeping, the state still matches the checksums saved wi
 the checkpoint is used (with one warning line where Orbax noticed).
 """
 
+import contextlib
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +28,7 @@ import pytest
 
 import finetune_helpers as helpers
 from conftest import REPO
+from electra_jax.errors import UserError
 from electra_jax.finetune import resume, trainer
 from electra_jax.runtime import checkpointing
 
@@ -238,3 +241,71 @@ def test_fine_tuning_falls_back_to_the_checkpoint_before_and_ends_as_uninterrupt
                 if p.name.endswith(".unreadable")) == sorted(
                     f"{step}.unreadable" for step in range(newest - 2, newest + 1, 2))
   assert results["history"] == uninterrupted["history"]
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str):
+  """A tmpfs of `size` mounted at `path` (root only, where the machine allows mounting)."""
+  path.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True, check=False)
+  if mounted.returncode:
+    pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.decode().strip()}")
+  try:
+    yield path
+  finally:
+    subprocess.run(["umount", str(path)], check=True)
+
+
+def save_until_it_fails(directory: Path) -> int:
+  """Saves 1 MiB states until a save fails; the step whose save was the last to begin."""
+  checkpoints = checkpointing.Checkpointer(str(directory), every_steps=1, keep=100)
+  padding = jax.random.normal(jax.random.key(0), (256, 1024))
+  step = 0
+  with pytest.raises(UserError) as failure:
+    for step in range(1, 50):
+      checkpoints.save(step, dict(state_at(step), padding=padding + step), {"next_index": step},
+                       {"run": "a"})
+    checkpoints.close()
+  return step, str(failure.value)
+
+
+def restore_after_failure(directory: Path) -> int:
+  abstract = dict(ABSTRACT, padding=jax.ShapeDtypeStruct((256, 1024), jnp.float32))
+  checkpoints = checkpointing.Checkpointer(str(directory), every_steps=1, keep=100)
+  restored = checkpoints.restore_latest(abstract)
+  checkpoints.close()
+  restored.state.pop("padding")
+  assert_state_is(restored.state, restored.step)
+  assert not [p for p in directory.iterdir() if "tmp" in p.name]  # the failed save is gone
+  return restored.step
+
+
+def test_a_full_disk_during_a_save_ends_in_one_line_and_the_newest_complete_one_restores(
+    tmp_path):
+  with small_filesystem(tmp_path / "small", "3m") as disk:
+    step, message = save_until_it_fails(disk / "checkpoints")
+    newest = int(re.search(r"the newest complete checkpoint is step (\d+)", message)[1])
+    assert "No space left on device, errno 28" in message and newest < step
+    assert restore_after_failure(disk / "checkpoints") == newest
+
+
+def test_a_directory_gone_read_only_mid_run_ends_in_one_line_and_loses_nothing_saved(tmp_path):
+  with small_filesystem(tmp_path / "disk", "64m") as disk:
+    checkpoints = checkpointing.Checkpointer(str(disk / "checkpoints"), every_steps=1, keep=10)
+    for step in (1, 2):
+      checkpoints.save(step, state_at(step), {"next_index": step}, {"run": "a"})
+    checkpoints.wait()
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    try:
+      with pytest.raises(UserError, match=r"Read-only file system, errno 30\); the newest "
+                         r"complete checkpoint is step 2"):
+        checkpoints.save(3, state_at(3), {"next_index": 3}, {"run": "a"})
+        checkpoints.close()
+    finally:
+      subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+    checkpoints = checkpointing.Checkpointer(str(disk / "checkpoints"), every_steps=1, keep=10)
+    restored = checkpoints.restore_latest(ABSTRACT)
+    checkpoints.close()
+    assert restored.step == 2
+    assert_state_is(restored.state, 2)

@@ -52,6 +52,7 @@ import contextlib
 import dataclasses
 import logging as python_logging
 import os
+import re
 import shutil
 import sys
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -176,9 +177,10 @@ class Checkpointer:
     """Starts saving (returns once the state is off the devices when asynchronous)."""
     logging.info("Saving the checkpoint of step %d in %s", step, self.directory)
     metadata = {**metadata, CHECKSUMS_KEY: state_checksums.compute(state)}
-    self._manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(dict(loader_state)),
-        metadata=ocp.args.JsonSave(metadata)))
+    with self._reporting_failed_saves():  # this one, or the asynchronous one before it
+      self._manager.save(step, force=True, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(dict(loader_state)),
+          metadata=ocp.args.JsonSave(metadata)))
 
   def restore_latest(self, abstract_state: Any,
                      check: Callable[[int, dict], Any] = lambda step, metadata: None
@@ -220,10 +222,26 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until the last save is complete on disk."""
-    self._manager.wait_until_finished()
+    with self._reporting_failed_saves():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.close()
+    with self._reporting_failed_saves():
+      self._manager.close()
+
+  @contextlib.contextmanager
+  def _reporting_failed_saves(self) -> Iterator[None]:
+    """A save that fails (a full disk, a directory gone read-only) ends the run in one line;
+    Orbax leaves the failed save as a temporary directory, which the next run removes."""
+    try:
+      yield
+    except Exception as error:  # pylint: disable=broad-except  # Orbax and tensorstore's kinds
+      self._manager.reload()
+      newest = max(self._manager.all_steps(), default=None)
+      kept = (f"the newest complete checkpoint is step {newest}, which the same command "
+              "continues from" if newest is not None else "no checkpoint is complete yet")
+      raise UserError(f"saving a checkpoint in {self.directory} failed ({_os_cause(error)}); "
+                      f"{kept} once the directory has room and is writable") from None
 
   def _read(self, step: int, **items: ocp.args.CheckpointArgs) -> ocp.args.Composite:
     return self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -288,6 +306,15 @@ def _free_name(path: str) -> str:
   while os.path.exists(candidate):
     candidate, n = f"{path}.{n}", n + 1
   return candidate
+
+
+def _os_cause(error: Exception) -> str:
+  """The operating system's words for why a write failed, where tensorstore's long message
+  ends in them ("...: No space left on device [os_error_code='28']"); else its first line."""
+  if isinstance(error, OSError) and error.strerror:
+    return f"{error.strerror}, errno {error.errno}"
+  found = re.search(r":\s*([^:\[]+?)\s*\[os_error_code='?(\d+)", str(error))
+  return f"{found[1]}, errno {found[2]}" if found else _first_line(error)
 
 
 def _first_line(error: Exception) -> str:
