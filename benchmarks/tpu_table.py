@@ -26,6 +26,9 @@ from electra_jax.performance import tpu
 _OUT = flags.DEFINE_string("out", None, "Directory for each row's JSON report (kept between runs).")
 _JOBS = flags.DEFINE_integer("jobs", 2, "Compiles run at once (each takes about one core).")
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "small", "base", "large"], "Configs to compile.")
+_CACHED_ONLY = flags.DEFINE_bool(
+    "cached_only", False, "Print only the rows whose JSON is already in --out; compile nothing "
+    "(for a table while the rest still compiles).")
 _MAX_BATCH = flags.DEFINE_integer(
     "max_batch", 0, "--max_batch of each row: compiles allowed in the search for the largest "
     "batch per chip; 0: the estimate from each row's temporaries alone (~N in the table).")
@@ -49,7 +52,10 @@ def command(size: str, length: int, topology: str, *extra: str) -> list[str]:
 
 
 def run(argv: list[str], path: str) -> dict | None:
-  """The report of one compile (from `path` if an earlier run wrote it)."""
+  """The report of one compile (from `path` if an earlier run wrote it; None for one not
+  compiled yet with --cached_only)."""
+  if not os.path.exists(path) and _CACHED_ONLY.value:
+    return None
   if not os.path.exists(path):
     result = subprocess.run([sys.executable, *argv[1:], f"--json={path}"], capture_output=True,
                             text=True, check=False)
@@ -106,9 +112,10 @@ def main(argv: list[str]) -> None:
         lambda job: run(command(*job, *([f"--max_batch={_MAX_BATCH.value}"]
                                          if _MAX_BATCH.value else [])),
                         os.path.join(_OUT.value, "{}-{}-{}.json".format(*job))), jobs))
-  print("| slice | mesh (data x fsdp x tensor) | batch x length | memory per chip (train) | "
-        "collective bytes per step | largest batch per chip | roofline MFU bound | command |")
-  print("|---|---|---|---|---|---|---|---|")
+  print("| config | slice | mesh (data x fsdp x tensor) | batch x length | memory per chip "
+        "(train) | collective bytes per step | largest batch per chip | roofline MFU bound | "
+        "command |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for (size, _, _), report in zip(jobs, reports):
     if report:
       print(f"| {size} " + row(report))
@@ -118,8 +125,9 @@ def main(argv: list[str]) -> None:
   with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
     for generation, report in zip(LARGER_SLICES, pool.map(smallest_fitting_slice,
                                                           LARGER_SLICES.values())):
-      print("| large " + row(report) if report else
-            f"| large | no {generation} slice up to {LARGER_SLICES[generation][-1]} |")
+      missing = ("not compiled yet (--cached_only)" if _CACHED_ONLY.value else
+                 f"no {generation} slice up to {LARGER_SLICES[generation][-1]}")
+      print("| large " + row(report) if report else f"| large | {missing} |")
 
 
 def smallest_fitting_slice(slices: tuple[str, ...]) -> dict | None:

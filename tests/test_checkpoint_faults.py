@@ -218,8 +218,10 @@ def test_a_kill_at_any_moment_of_asynchronous_saves_loses_at_most_the_unsaved_st
   assert restored >= complete  # every save known complete survives the kill
 
 
-@pytest.mark.parametrize("kind, fault", [("OCDBT data", "truncated"), ("OCDBT data", "deleted"),
-                                         ("run metadata item", "truncated")])
+@pytest.mark.parametrize("kind, fault", [
+    ("OCDBT data", "truncated"),
+    *(pytest.param(*cell, marks=pytest.mark.slow)  # ~8 s each
+      for cell in (("OCDBT data", "deleted"), ("run metadata item", "truncated")))])
 def test_fine_tuning_falls_back_to_the_checkpoint_before_and_ends_as_uninterrupted(
     tmp_path, kind, fault):
   init = helpers.export_model(tmp_path / "model", num_layers=1)

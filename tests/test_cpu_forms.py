@@ -39,7 +39,8 @@ def assert_close(a, b, rtol):
     np.testing.assert_allclose(x, y, atol=rtol * scale)
 
 
-@pytest.mark.parametrize("dropout", [True, False])
+# Without dropout (~23 s) in the slow set: the default run compares them with dropout.
+@pytest.mark.parametrize("dropout", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_the_cpu_model_has_the_plain_models_loss_and_gradients(dropout, monkeypatch):
   """Tolerance: 1e-5 of the loss and of the largest gradient (float32 rounding).
 

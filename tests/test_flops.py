@@ -91,6 +91,7 @@ def test_mlm_counts_the_full_size_encoder_and_its_head_at_the_masked_positions()
   assert "mlm_head" in flops.describe(mlm)
 
 
+@pytest.mark.slow  # ~21 s; the ELECTRA model's count against XLA's runs by default
 def test_mlm_model_flops_agree_with_xla_count():
   config = small_shapes(load_config("small"))
   config.model.num_layers, config.objective = 2, "mlm"

@@ -108,6 +108,7 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   np.testing.assert_allclose(run(model16), run(model32), atol=0.05)
 
 
+@pytest.mark.slow  # ~18 s; cuDNN's kernel is the GPU's, and the einsum form runs by default
 def test_dot_product_attention_equals_the_written_out_attention():
   """jax.nn.dot_product_attention (cuDNN's kernel on GPU) computes the same function,
   padding masks included, in both directions."""
@@ -163,6 +164,7 @@ def test_bfloat16_trains_close_to_float32():
     assert b["loss"] == pytest.approx(a["loss"], rel=0.02)
 
 
+@pytest.mark.slow  # ~27 s; the other lengths' steps run by default
 def test_length_512_trains():
   """The longest position table: every position embedding is used, the step compiles and
   learns (the paper's base and large configs train at 512)."""

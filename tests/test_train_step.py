@@ -76,6 +76,7 @@ def test_cpu_step_updates_the_state_in_place():
   assert all(size <= 1 for size in copied.values()), copied  # scalars only: the step counter
 
 
+@pytest.mark.slow  # ~24 s (its own compile of the step), for CI's 15 minutes
 def test_gradient_clipping_at_global_norm():
   config = small_config()
   config.optim.max_grad_norm = 1e-3
@@ -150,7 +151,9 @@ def test_accumulating_train_step_compiles_and_matches_one_batch():
     assert float(b["grad_norm"]) == pytest.approx(float(a["grad_norm"]), rel=1e-4)
 
 
-@pytest.mark.parametrize("remat", ["full", pytest.param("dots", marks=pytest.mark.slow)])
+# ~25 s each (a second compile of the step): in the slow set, for CI's 15 minutes.
+@pytest.mark.parametrize("remat", [pytest.param("full", marks=pytest.mark.slow),
+                                   pytest.param("dots", marks=pytest.mark.slow)])
 def test_remat_recomputes_the_same_loss_and_gradient(remat):
   config = one_layer_config()
   plain = step_gradients(config)
@@ -158,6 +161,7 @@ def test_remat_recomputes_the_same_loss_and_gradient(remat):
   assert_same_gradients(plain, step_gradients(config), 1e-5)
 
 
+@pytest.mark.slow  # ~17 s; tests/test_mlm_run.py trains the MLM objective by default
 def test_mlm_train_step_lowers_the_loss():
   config = small_config()
   config.objective = "mlm"
