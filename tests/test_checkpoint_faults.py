@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 import finetune_helpers as helpers
+from checkpoint_states import ABSTRACT, assert_state_is, state_at
 from conftest import REPO
 from electra_jax.errors import UserError
 from electra_jax.finetune import resume, trainer
@@ -52,23 +53,6 @@ FAULTS = ("truncated", "zero-filled", "deleted", "flipped")
 # matching its checksums; which of them Orbax needs depends on its version and on the state.
 READ_FROM = ("OCDBT data", "root OCDBT data", "OCDBT manifest", "run metadata item",
              "loader position item")
-
-
-def state_at(step: int) -> dict:
-  """A state with each kind of leaf a train state has: float32, bfloat16, int32, a PRNG key."""
-  return {"params": {"kernel": jnp.arange(64 * 48, dtype=jnp.float32).reshape(64, 48) + step,
-                     "scale": jnp.full((48,), step, jnp.bfloat16)},
-          "step": jnp.asarray(step, jnp.int32), "key": jax.random.key(step)}
-
-
-ABSTRACT = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state_at(0))
-
-
-def assert_state_is(restored, step: int) -> None:
-  expected = state_at(step)
-  expected["key"] = jax.random.key_data(expected["key"])
-  restored = dict(restored, key=jax.random.key_data(restored["key"]))
-  jax.tree.map(np.testing.assert_array_equal, restored, expected)
 
 
 def inject(step_dir: Path, pattern: str, fault: str) -> None:
@@ -129,7 +113,7 @@ RESTORE = """
 import sys, jax
 from electra_jax.runtime import checkpointing
 sys.path.insert(0, "tests")
-from test_checkpoint_faults import ABSTRACT
+from checkpoint_states import ABSTRACT
 checkpoints = checkpointing.Checkpointer(sys.argv[1], every_steps=1, keep=5)
 print("restored", checkpoints.restore_latest(ABSTRACT).step)
 checkpoints.close()
@@ -174,7 +158,7 @@ SAVING = """
 import sys, jax, jax.numpy as jnp
 from electra_jax.runtime import checkpointing
 sys.path.insert(0, "tests")
-from test_checkpoint_faults import state_at
+from checkpoint_states import state_at
 checkpoints = checkpointing.Checkpointer(sys.argv[1], every_steps=1, keep=3)
 padding = jax.random.normal(jax.random.key(0), (1024, 1024))  # 4 MiB a save
 for step in range(1, 10_000):
