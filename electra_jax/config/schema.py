@@ -175,7 +175,9 @@ def default_config() -> ml_collections.ConfigDict:
   # (comma-separated) of text, JSON-lines or WikiExtractor files (.gz too), or tfds:NAME.
   c.data.source = ""
   c.data.text_field = "text"  # the field holding the text in JSON lines and TFDS records
-  c.data.tfds_split = "train"  # the split read from a tfds: source
+  # The split read from a tfds: or hf: source, or a saved DatasetDict (named before the
+  # Hugging Face sources existed; prepared data records it under this name).
+  c.data.tfds_split = "train"
   c.data.dir = ""  # where the prepared shards go; empty: <workdir>/data
   c.data.num_workers = 0  # processes preparing the data; 0: one per CPU core
   c.data.max_seq_length = 128

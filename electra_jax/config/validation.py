@@ -104,7 +104,7 @@ RULES: dict[str, Rule] = {
                     "a string: paths or globs, tfds:NAME, or empty for the built-in corpus"),
     "data.text_field": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "data.tfds_split": (lambda v: isinstance(v, str) and v.isidentifier(),
-                        "a TFDS split name such as train"),
+                        "a split name such as train (of a tfds: or hf: source)"),
     "data.dir": (lambda v: isinstance(v, str), "a directory path (empty for <workdir>/data)"),
     "data.num_workers": (lambda v: isinstance(v, int) and v >= 0,
                          "an integer >= 0 (0: one per CPU core)"),
