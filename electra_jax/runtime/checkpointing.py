@@ -77,8 +77,11 @@ _READ_ERRORS = (Exception,)
 
 
 class _QuietOrbax(python_logging.Filter):
-  """Drops Orbax's INFO lines (a dozen per save). While a checkpoint is being read, its
-  warnings and errors (about the damaged files of one) are kept for our own one line."""
+  """Drops Orbax's INFO lines (a dozen per save), and at default verbosity the tracebacks its
+  background threads log when a save fails: the save's failure reaches the run as an
+  exception, which ends it in one line (`_reporting_failed_saves`). While a checkpoint is
+  being read, Orbax's warnings and errors (about the damaged files of one) are kept for our
+  own one line."""
 
   def __init__(self):
     super().__init__()
@@ -89,6 +92,8 @@ class _QuietOrbax(python_logging.Filter):
       return True
     if self.held is not None:
       self.held.append(record.getMessage())
+      return False
+    if record.exc_info and logging.get_verbosity() < logging.DEBUG:
       return False
     return record.levelno >= python_logging.WARNING
 
