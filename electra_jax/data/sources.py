@@ -23,7 +23,7 @@ import codecs
 import collections
 import dataclasses
 import functools
-import glob
+import contextlib
 import gzip
 import itertools
 import json
@@ -33,6 +33,7 @@ from typing import BinaryIO, Iterable, Iterator
 from electra_jax.data import hf_datasets_source, tfds_source
 from electra_jax.data.builtin_corpus import builtin_documents
 from electra_jax.errors import DataError
+from electra_jax.runtime import fileio
 
 BUILTIN = "builtin"
 TFDS_PREFIX = "tfds:"
@@ -134,12 +135,12 @@ def resolve_inputs(source: str, options: ReadOptions) -> list[Input]:
   if source.startswith(hf_datasets_source.PREFIX):
     files = hf_datasets_source.named_dataset_files(source[len(hf_datasets_source.PREFIX):],
                                                    options.tfds_split)
-    return [Input(path, os.path.getsize(path)) for path in files]
+    return [Input(path, fileio.size(path)) for path in files]
   if source.startswith(TFDS_PREFIX):
     dataset = source[len(TFDS_PREFIX):]
     return [Input(f"{source} {split}", size, split)
             for split, size in tfds_source.split_slices(dataset, options.tfds_split)]
-  return [Input(path, os.path.getsize(path)) for path in _resolve_paths(source, options)]
+  return [Input(path, fileio.size(path)) for path in _resolve_paths(source, options)]
 
 
 def read_documents(item: Input, options: ReadOptions, report: SkipReport) -> Iterator[list[str]]:
@@ -164,17 +165,16 @@ def _resolve_paths(source: str, options: ReadOptions) -> list[str]:
   for pattern in (p.strip() for p in source.split(",")):
     if not pattern:
       continue
-    if os.path.isfile(pattern):  # a literal name may contain glob characters such as [
+    if fileio.is_file(pattern):  # a literal name may contain glob characters such as [
       paths.append(pattern)
       continue
-    if os.path.isdir(pattern) and hf_datasets_source.is_saved_dataset(pattern):
+    if fileio.is_dir(pattern) and hf_datasets_source.is_saved_dataset(pattern):
       paths.extend(hf_datasets_source.saved_dataset_files(pattern, options.tfds_split))
       continue
-    matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
-                     if not os.path.isdir(p))
+    matches = fileio.glob_files(pattern)
     if not matches:
       fix = (f"it is a directory; name its files, e.g. '{os.path.join(pattern, '*')}'"
-             if os.path.isdir(pattern) else "check the path in --config.data.source")
+             if fileio.is_dir(pattern) else "check the path in --config.data.source")
       raise DataError(f"no file matches '{pattern}': {fix}")
     paths.extend(matches)
   if not paths:
@@ -186,7 +186,7 @@ def _resolve_paths(source: str, options: ReadOptions) -> list[str]:
 
 def _file_documents(path: str, options: ReadOptions, report: SkipReport) -> Iterator[list[str]]:
   try:
-    with open(path, "rb") as f:
+    with fileio.open_binary(path) as f:
       columnar = hf_datasets_source.columnar_kind(f.read(hf_datasets_source.MAGIC_BYTES))
     if columnar:
       yield from _text_documents(
@@ -214,10 +214,15 @@ def _file_documents(path: str, options: ReadOptions, report: SkipReport) -> Iter
                     "if gzip, is complete") from None
 
 
-def _open(path: str) -> BinaryIO:
-  with open(path, "rb") as f:
-    compressed = f.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
-  return gzip.open(path, "rb") if compressed else open(path, "rb")
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[BinaryIO]:
+  """The file's bytes, decompressed when it is gzip (known by its magic bytes)."""
+  with fileio.open_binary(path) as raw:
+    if raw.peek(len(_GZIP_MAGIC))[:len(_GZIP_MAGIC)] != _GZIP_MAGIC:
+      yield raw
+      return
+    with gzip.GzipFile(fileobj=raw, mode="rb") as decompressed:
+      yield decompressed
 
 
 def _decoded_lines(f: BinaryIO, path: str, report: SkipReport) -> Iterator[str]:

@@ -23,6 +23,7 @@ from electra_jax import metrics as metrics_lib
 from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.finetune import tasks
+from electra_jax.runtime import fileio
 from electra_jax.runtime.fileio import atomic_write
 from electra_jax.vocabulary import CLS_ID, SEP_ID, UNK_ID
 
@@ -46,7 +47,7 @@ def read_conll(path: str, tag_column: int) -> list[Sentence]:
   A file of one column holds words alone: their tags are UNTAGGED.
   """
   try:
-    with open(path, encoding="utf-8-sig") as f:
+    with fileio.open_text(path) as f:
       lines = f.read().splitlines()
   except FileNotFoundError:
     raise DataError(f"{path} does not exist") from None
@@ -80,7 +81,7 @@ def read_conll(path: str, tag_column: int) -> list[Sentence]:
 def split_path(data_dir: str, split: str) -> str:
   for name in SPLIT_FILES[split]:
     path = os.path.join(data_dir, name)
-    if os.path.exists(path):
+    if fileio.exists(path):
       return path
   raise DataError(f"{data_dir} has no {' or '.join(SPLIT_FILES[split])}; --config.data_dir must "
                   "be the folder of the CoNLL files")

@@ -26,6 +26,7 @@ from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import encoding, tasks
+from electra_jax.runtime import fileio
 from electra_jax.runtime.fileio import atomic_write
 
 # STS-B's similarity scores lie in [0, 5]; the model regresses them divided by 5, as the
@@ -100,7 +101,7 @@ def _numbered_rows(path: str, folder: str) -> list[tuple[int, list[str]]]:
   """A TSV file's non-empty rows with their line numbers; one DataError for a file that cannot
   be used."""
   try:
-    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: drops a BOM
+    with fileio.open_text(path) as f:  # a BOM dropped
       rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
   except FileNotFoundError:
     raise DataError(f"{path} does not exist; the data directory must be the GLUE root with a "
@@ -164,7 +165,7 @@ def test_files(task: str, data_dir: str) -> dict[str, str]:
   files = {"MNLI-m": os.path.join(folder, "test_matched.tsv"),
            "MNLI-mm": os.path.join(folder, "test_mismatched.tsv")}
   diagnostic = os.path.join(data_dir, "diagnostic", "diagnostic.tsv")
-  if os.path.exists(diagnostic):
+  if fileio.exists(diagnostic):
     files["AX"] = diagnostic
   return files
 

@@ -27,6 +27,7 @@ from electra_jax import metrics as metrics_lib
 from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import ConfigError, DataError
 from electra_jax.finetune import encoding, tasks
+from electra_jax.runtime import fileio
 from electra_jax.runtime.fileio import atomic_write
 
 FILES = {"squad1": ("train-v1.1.json", "dev-v1.1.json"),
@@ -47,7 +48,7 @@ def read_squad(path: str, version: int, labelled: bool = True) -> list[Question]
   Without `labelled` (a file to predict), the questions need no answers.
   """
   try:
-    with open(path, encoding="utf-8-sig") as f:
+    with fileio.open_text(path) as f:
       document = json.load(f)
   except FileNotFoundError:
     raise DataError(f"{path} does not exist; --config.data_dir must be the folder of the SQuAD "

@@ -1,13 +1,21 @@
-"""Writing files and directories so that a crash or a full disk never leaves a half-written one."""
+"""Files: written so that a crash or a full disk never leaves a half-written one, and data
+read from local paths or URLs (gs://, s3://) alike.
+
+Reading goes through fsspec (the layer etils.epath, and so Orbax, uses for
+gs:// and s3:// without TensorFlow) wherever a path names a scheme; a URL needs
+that scheme's driver (gcsfs, s3fs), named when missing. Writes are local.
+"""
 
 import contextlib
+import glob
+import io
 import os
 import shutil
 import tempfile
 import uuid
-from typing import Iterator
+from typing import BinaryIO, Iterator, TextIO
 
-from electra_jax.errors import UserError
+from electra_jax.errors import DataError, UserError
 
 # The process's umask, read once: temporary files are created private (0600), and
 # a finished file gets the permissions that `open` would have given it.
@@ -70,3 +78,78 @@ def prepare_workdir(workdir: str) -> str:
     raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; "
                     "choose another --workdir") from None
   return workdir
+
+
+# ---------------------------------------------------------------------------
+# Reading data from local paths or URLs (gs://, s3://, ...), through fsspec
+# ---------------------------------------------------------------------------
+
+
+def is_url(path: str) -> bool:
+  """Whether `path` names a file system by its scheme (gs://, s3://, memory://, ...)."""
+  return "://" in path
+
+
+def _filesystem(path: str):
+  """fsspec's file system for `path` and the path within it; a missing driver is named."""
+  import fsspec  # pylint: disable=import-outside-toplevel  # only data that is not local needs it
+  try:
+    return fsspec.core.url_to_fs(path)
+  except (ImportError, ValueError) as error:
+    scheme = path.split("://", 1)[0]
+    driver = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "az": "adlfs", "abfs": "adlfs"}.get(
+        scheme, f"fsspec's driver for {scheme}://")
+    raise DataError(f"cannot read {path}: {error}; reading {scheme}:// paths needs {driver} "
+                    f"(pip install {driver})") from None
+
+
+def open_binary(path: str) -> BinaryIO:
+  """`path` opened for reading bytes, with `peek`, whether local or a URL."""
+  if not is_url(path):
+    return open(path, "rb")
+  fs, inner = _filesystem(path)
+  file = fs.open(inner, "rb")
+  return file if hasattr(file, "peek") else io.BufferedReader(file)
+
+
+def open_text(path: str) -> TextIO:
+  """`path` opened for reading UTF-8 text (a byte-order mark dropped), newlines as they are."""
+  return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
+
+
+def exists(path: str) -> bool:
+  if not is_url(path):
+    return os.path.exists(path)
+  fs, inner = _filesystem(path)
+  return fs.exists(inner)
+
+
+def is_file(path: str) -> bool:
+  if not is_url(path):
+    return os.path.isfile(path)
+  fs, inner = _filesystem(path)
+  return fs.isfile(inner)
+
+
+def is_dir(path: str) -> bool:
+  if not is_url(path):
+    return os.path.isdir(path)
+  fs, inner = _filesystem(path)
+  return fs.isdir(inner)
+
+
+def size(path: str) -> int:
+  if not is_url(path):
+    return os.path.getsize(path)
+  fs, inner = _filesystem(path)
+  return fs.size(inner)
+
+
+def glob_files(pattern: str) -> list[str]:
+  """The files (not directories) that `pattern` matches, sorted; `**` spans directories."""
+  if not is_url(pattern):
+    return sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                  if not os.path.isdir(p))
+  fs, inner = _filesystem(pattern)
+  scheme = pattern.split("://", 1)[0]
+  return sorted(f"{scheme}://{p.lstrip('/')}" for p in fs.glob(inner) if fs.isfile(p))
