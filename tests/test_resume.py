@@ -255,6 +255,7 @@ def finished_copy(shared, reference, tmp_path):
   return tmp_path / "run"
 
 
+@pytest.mark.slow  # ~29 s; tests/test_checkpoint.py checks the same rules without training
 def test_a_workdir_of_another_config_is_refused_unless_allowed(shared, finished_copy):
   before = sorted(p.name for p in finished_copy.rglob("*"))
   result = run(shared, finished_copy, f"--config.train.steps={STEPS + 5}")
@@ -365,6 +366,7 @@ def nan_run(small_run, monkeypatch):
   return small_run
 
 
+@pytest.mark.slow  # ~37 s; the default policy (stop at a NaN step) runs by default
 def test_a_nan_step_is_skipped_and_training_goes_on(nan_run, caplog):
   config, workdir = nan_run
   config.train.on_nonfinite, config.train.log_every, config.checkpoint.every_steps = "skip", 1, 1
