@@ -1,4 +1,4 @@
-r"""Predict a test set with a fine-tuned ELECTRA: the files GLUE's, CoNLL's and SQuAD's scorers read.
+r"""Predict a test set with a fine-tuned ELECTRA, in the files GLUE, CoNLL and SQuAD score.
 
   python -m electra_jax.predict --workdir=/tmp/ft-sst2
   python -m electra_jax.predict --workdir=/tmp/sst2-hf --input=/data/glue --out=/tmp/sst2-test

@@ -34,9 +34,11 @@ def write_stsb(root, train=48, dev=16, test=10) -> None:
     rows = []
     for i in range(count):
       a, b = (" ".join(rng.choice(helpers.WORDS, 4)) for _ in range(2))
-      rows.append(f"{i}\tmain\t{a}\t{b}" + ("" if split == "test" else f"\t{rng.uniform(0, 5):.2f}"))
+      score = "" if split == "test" else f"\t{rng.uniform(0, 5):.2f}"
+      rows.append(f"{i}\tmain\t{a}\t{b}{score}")
     header = "index\tgenre\tsentence1\tsentence2" + ("" if split == "test" else "\tscore")
-    helpers.write(os.path.join(root, "STS-B", f"{split}.tsv"), header + "\n" + "\n".join(rows) + "\n")
+    helpers.write(os.path.join(root, "STS-B", f"{split}.tsv"),
+                  header + "\n" + "\n".join(rows) + "\n")
 
 
 def write_sst2(root) -> None:
@@ -175,7 +177,8 @@ def test_glue_submission_files_hold_every_test_row_with_glue_label_names(tmp_pat
   run = saved_run.read(runs("sst2"))
   texts = [s for s, _ in helpers.sentiment_rows(7, 2)]
   features = encoding.encode_texts(run.tokenizer, texts, None, run.config.max_seq_length, "test")
-  assert [r[1] for r in rows[1:]] == [str(p) for p in our_outputs(runs("sst2"), features).argmax(-1)]
+  predicted = our_outputs(runs("sst2"), features).argmax(-1)
+  assert [r[1] for r in rows[1:]] == [str(p) for p in predicted]
 
 
 def test_mnli_writes_matched_mismatched_and_the_diagnostic_set(tmp_path, runs):

@@ -35,7 +35,8 @@ def read_source(source: str, split: str = "train", text_field: str = "text"):
 @pytest.fixture(name="expected", scope="module")
 def fixture_expected(tmp_path_factory):
   path = tmp_path_factory.mktemp("jsonl") / "corpus.jsonl"
-  path.write_text("".join(json.dumps({"text": text, "id": i}) + "\n" for i, text in enumerate(TEXTS)))
+  path.write_text("".join(json.dumps({"text": text, "id": i}) + "\n"
+                          for i, text in enumerate(TEXTS)))
   documents, report = read_source(str(path))
   assert report.counts == {sources.EMPTY_DOCUMENT: 1}
   return documents

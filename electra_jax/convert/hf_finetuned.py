@@ -114,7 +114,8 @@ def read(directory: str) -> FineTunedRun:
   config.model = model
   head_names = [name for name in network.tensors if name.startswith(_HEAD_PREFIXES)]
   params = hf_params.from_hf({k: v for k, v in network.tensors.items() if k not in head_names},
-                             flax_format.param_shapes(config), "discriminator", network.weights_path,
+                             flax_format.param_shapes(config), "discriminator",
+                             network.weights_path,
                              names=PRETRAINED)
   task = tasks.TASKS[task_name]
   params["head"] = _head_params(task.kind, network.tensors, network.weights_path)

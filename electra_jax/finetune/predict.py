@@ -68,8 +68,8 @@ def write_predictions(run: FineTunedRun, out: str, input_path: str | None = None
     return _conll(run, input_path or conll.split_path(run.config.data_dir, "test"), out,
                   batch_size)
   version = 2 if run.config.task == "squad2" else 1
-  return _squad(run, input_path or os.path.join(run.config.data_dir, squad.FILES[run.config.task][1]),
-                version, out, batch_size)
+  dev_file = os.path.join(run.config.data_dir, squad.FILES[run.config.task][1])
+  return _squad(run, input_path or dev_file, version, out, batch_size)
 
 
 def _glue(run: FineTunedRun, data_dir: str, out: str, batch_size: int) -> list[str]:
