@@ -198,9 +198,7 @@ def read_test_tsv(path: str, task: str) -> Examples:
                       f"{len(header)}; every test row needs a prediction")
     ids.append(row[header.index(index_column)])
     texts.append([row[i] for i in text_at])
-  pair = len(text_columns) == 2
-  return Examples(ids, [t[0] for t in texts], [t[1] for t in texts] if pair else None,
-                  np.zeros(0, np.float32))
+  return _examples(ids, texts, [], fmt)
 
 
 def submission(task: str, examples: Examples, outputs: np.ndarray) -> str:
@@ -267,9 +265,7 @@ def read_hf(task: str, split: str, data_dir: str, labelled: bool = True) -> Exam
   if not labelled:
     fmt = FORMATS[task]
     texts = [[_text(record[f]) for f in fmt.tfds_features] for record in dataset]
-    return Examples([str(i) for i in dataset["idx"]], [t[0] for t in texts],
-                    [t[1] for t in texts] if len(fmt.tfds_features) == 2 else None,
-                    np.zeros(0, np.float32))
+    return _examples([str(i) for i in dataset["idx"]], texts, [], fmt)
   label = dataset.features.get("label")
   names = getattr(label, "names", None) if FORMATS[task].labels is not None else None
   return _labelled_records(task, iter(dataset), names, where)

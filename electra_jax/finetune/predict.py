@@ -17,8 +17,10 @@ The inputs default to the files of the run's own data_dir; `input_path` names
 another file (CoNLL, SQuAD) or GLUE root.
 """
 
+import functools
 import json
 import os
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -27,14 +29,18 @@ from absl import logging
 from electra_jax import metrics as metrics_lib
 from electra_jax import target
 from electra_jax.errors import DataError
-from electra_jax.finetune import conll, encoding, glue, squad, tasks
+from electra_jax.finetune import config as finetune_config
+from electra_jax.finetune import conll, encoding, glue, squad, steps, tasks
 from electra_jax.finetune import model as model_lib
 from electra_jax.finetune.saved_run import FineTunedRun
 from electra_jax.runtime.fileio import atomic_write
 
 
-def model_outputs(run: FineTunedRun, features: dict[str, np.ndarray], batch_size: int):
-  """What the model predicts for every row (model.predictions), in batches of `batch_size`."""
+Predictor = Callable[[dict[str, np.ndarray]], Any]  # features -> model.predictions per row
+
+
+def predictor(run: FineTunedRun, batch_size: int) -> Predictor:
+  """The run's model compiled once for this host's first device, in batches of `batch_size`."""
   devices = jax.devices()[:1]
   kind = run.task.kind
   network = model_lib.build_model(run.model, kind, run.params["head"]["kernel"].shape[-1],
@@ -45,35 +51,33 @@ def model_outputs(run: FineTunedRun, features: dict[str, np.ndarray], batch_size
     outputs = network.apply({"params": params}, batch["input_ids"], batch["token_type_ids"])
     return model_lib.predictions(kind, outputs, batch)
 
-  inputs = {name: features[name] for name in ("input_ids", "token_type_ids")}
-  count = len(inputs["input_ids"])
   params = jax.device_put(run.params, devices[0])
-  results = []
-  for start in range(0, count, batch_size):
-    batch = {k: v[start:start + batch_size] for k, v in inputs.items()}
-    padding = batch_size - len(batch["input_ids"])
-    batch = {k: np.pad(v, [(0, padding), (0, 0)]) for k, v in batch.items()}
-    results.append(jax.device_get(predict(params, batch)))
-  return jax.tree.map(lambda *xs: np.concatenate(xs)[:count], *results)
+  return lambda features: steps.predict_in_batches(
+      functools.partial(predict, params),
+      {name: features[name] for name in ("input_ids", "token_type_ids")}, batch_size)
+
+
+def model_outputs(run: FineTunedRun, features: dict[str, np.ndarray], batch_size: int):
+  """What the model predicts for every row (model.predictions), in batches of `batch_size`."""
+  return predictor(run, batch_size)(features)
 
 
 def write_predictions(run: FineTunedRun, out: str, input_path: str | None = None,
                       batch_size: int = 32) -> list[str]:
   """Writes the task's prediction files into `out` (created if needed); returns their paths."""
   os.makedirs(out, exist_ok=True)
-  kind = run.task.kind
+  kind, predict = run.task.kind, predictor(run, batch_size)
   if kind in (tasks.CLASSIFICATION, tasks.REGRESSION):
-    return _glue(run, input_path or run.config.data_dir, out, batch_size)
+    return _glue(run, predict, input_path or run.config.data_dir, out)
   if kind == tasks.TAGGING:
-    return _conll(run, input_path or conll.split_path(run.config.data_dir, "test"), out,
-                  batch_size)
+    return _conll(run, predict, input_path or conll.split_path(run.config.data_dir, "test"), out)
   version = 2 if run.config.task == "squad2" else 1
   dev_file = os.path.join(run.config.data_dir, squad.FILES[run.config.task][1])
-  return _squad(run, input_path or dev_file, version, out, batch_size)
+  return _squad(run, predict, input_path or dev_file, version, out)
 
 
-def _glue(run: FineTunedRun, data_dir: str, out: str, batch_size: int) -> list[str]:
-  if data_dir == "tfds":
+def _glue(run: FineTunedRun, predict: Predictor, data_dir: str, out: str) -> list[str]:
+  if data_dir == finetune_config.TFDS:
     raise DataError("GLUE's test labels are hidden and TFDS's test splits serve no submission "
                     "file here; give the GLUE root of the download (--input)")
   task, written = run.config.task, []
@@ -86,18 +90,18 @@ def _glue(run: FineTunedRun, data_dir: str, out: str, batch_size: int) -> list[s
   for name, examples in sets.items():
     features = encoding.encode_texts(run.tokenizer, examples.first, examples.second,
                                      run.config.max_seq_length, name)
-    outputs = model_outputs(run, features, batch_size)
+    outputs = predict(features)
     written.append(os.path.join(out, f"{name}.tsv"))
     atomic_write(written[-1], glue.submission(task, examples, outputs))
   return written
 
 
-def _conll(run: FineTunedRun, path: str, out: str, batch_size: int) -> list[str]:
+def _conll(run: FineTunedRun, predict: Predictor, path: str, out: str) -> list[str]:
   sentences = conll.read_conll(path, run.config.tag_column)
   tag_ids = {tag: i for i, tag in enumerate(run.labels)}
   rows = conll.encode(sentences, run.tokenizer, tag_ids, run.config.max_seq_length)
   predicted = conll.predicted_tags(sentences, rows, list(run.labels),
-                                   model_outputs(run, rows.features, batch_size))
+                                   predict(rows.features))
   if all(tag != conll.UNTAGGED for s in sentences for tag in s.tags):
     scores = metrics_lib.conll_entity_scores([s.tags for s in sentences], predicted)
     logging.info("%s: %s", path, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -106,10 +110,11 @@ def _conll(run: FineTunedRun, path: str, out: str, batch_size: int) -> list[str]
   return [written]
 
 
-def _squad(run: FineTunedRun, path: str, version: int, out: str, batch_size: int) -> list[str]:
+def _squad(run: FineTunedRun, predict: Predictor, path: str, version: int,
+           out: str) -> list[str]:
   questions = squad.read_squad(path, version, labelled=False)
   windows = squad.encode(questions, run.tokenizer, run.config, training=False)
-  start_logits, end_logits = model_outputs(run, windows.features, batch_size)
+  start_logits, end_logits = predict(windows.features)
   answers, null_odds = squad.predict_answers(questions, windows, start_logits, end_logits,
                                              run.config, version)
   if any(q.answers for q in questions):  # a file with answers (dev): scored as well

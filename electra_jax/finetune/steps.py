@@ -101,3 +101,17 @@ def compile_finetuning(model: model_lib.FineTuningModel, optimizer: optax.Gradie
       init_state=sharding.sharded_initializer(init, state_shardings), train_step=train_step,
       predict_step=predict_step, abstract_state=state, train_sharding=train_sharding,
       predict_sharding=predict_sharding)
+
+
+def predict_in_batches(predict: Callable[[dict[str, np.ndarray]], Any],
+                       features: dict[str, np.ndarray], batch_size: int) -> Any:
+  """`predict` on every row of `features` in batches of `batch_size` (the last one padded, so
+  one compiled program serves all), its outputs as numpy arrays, one row per feature row."""
+  count = len(features["input_ids"])
+  outputs = []
+  for start in range(0, count, batch_size):
+    batch = {k: v[start:start + batch_size] for k, v in features.items()}
+    padding = batch_size - len(batch["input_ids"])
+    batch = {k: np.pad(v, [(0, padding)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}
+    outputs.append(jax.device_get(predict(batch)))
+  return jax.tree.map(lambda *xs: np.concatenate(xs)[:count], *outputs)

@@ -97,15 +97,10 @@ def train_batch(rows: dict[str, np.ndarray], step: int, batch_size: int,
 def predict(compiled: steps.CompiledFineTuning, params: Any, features: dict[str, np.ndarray],
             batch_size: int) -> Any:
   """The predict step's outputs for every row, as numpy arrays (the last batch is padded)."""
-  count = len(features["input_ids"])
-  outputs = []
-  for start in range(0, count, batch_size):
-    batch = {k: v[start:start + batch_size] for k, v in features.items()}
-    padding = batch_size - len(batch["input_ids"])
-    batch = {k: np.pad(v, [(0, padding)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}
-    batch = sharding.global_batch(batch, compiled.predict_sharding, batch_size)
-    outputs.append(jax.device_get(compiled.predict_step(params, batch)))
-  return jax.tree.map(lambda *xs: np.concatenate(xs)[:count], *outputs)
+  return steps.predict_in_batches(
+      lambda batch: compiled.predict_step(
+          params, sharding.global_batch(batch, compiled.predict_sharding, batch_size)),
+      features, batch_size)
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str,

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from typing import BinaryIO, Iterator, TextIO
+from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
 from electra_jax.errors import DataError, UserError
 
@@ -117,32 +117,28 @@ def open_text(path: str) -> TextIO:
   return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
 
 
-def exists(path: str) -> bool:
+def _ask(path: str, local: Callable[[str], Any], method: str) -> Any:
+  """`local(path)` for a local path, else the URL's file system's `method` on it."""
   if not is_url(path):
-    return os.path.exists(path)
+    return local(path)
   fs, inner = _filesystem(path)
-  return fs.exists(inner)
+  return getattr(fs, method)(inner)
+
+
+def exists(path: str) -> bool:
+  return _ask(path, os.path.exists, "exists")
 
 
 def is_file(path: str) -> bool:
-  if not is_url(path):
-    return os.path.isfile(path)
-  fs, inner = _filesystem(path)
-  return fs.isfile(inner)
+  return _ask(path, os.path.isfile, "isfile")
 
 
 def is_dir(path: str) -> bool:
-  if not is_url(path):
-    return os.path.isdir(path)
-  fs, inner = _filesystem(path)
-  return fs.isdir(inner)
+  return _ask(path, os.path.isdir, "isdir")
 
 
 def size(path: str) -> int:
-  if not is_url(path):
-    return os.path.getsize(path)
-  fs, inner = _filesystem(path)
-  return fs.size(inner)
+  return _ask(path, os.path.getsize, "size")
 
 
 def glob_files(pattern: str) -> list[str]:
