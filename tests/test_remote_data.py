@@ -98,5 +98,5 @@ def test_a_missing_file_at_a_url_is_named(bucket):
 def test_a_scheme_without_its_driver_says_what_to_install(monkeypatch):
   monkeypatch.setattr(fsspec.core, "url_to_fs", lambda path: (_ for _ in ()).throw(
       ImportError("Install s3fs to access S3")))
-  with pytest.raises(DataError, match=r"reading s3:// paths needs s3fs \(pip install s3fs\)"):
+  with pytest.raises(DataError, match=r"s3:// paths need s3fs \(pip install s3fs\)"):
     fileio.exists("s3://bucket/corpus.txt")

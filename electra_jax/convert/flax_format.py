@@ -35,7 +35,7 @@ from electra_jax.errors import ConfigError, DataError
 from electra_jax.models import electra
 from electra_jax.pretraining import train_step
 from electra_jax.runtime import checkpointing, sharding
-from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime import fileio
 from electra_jax.runtime.workdir import (CHECKPOINTS_DIR, CONFIG_FILE, PARAMS_FILE,
                                          SENTENCEPIECE_FILE, WORDPIECE_FILE)
 
@@ -51,7 +51,7 @@ class SavedModel:
 
 
 def is_saved_model(directory: str) -> bool:
-  return os.path.exists(os.path.join(directory, PARAMS_FILE))
+  return fileio.exists(os.path.join(directory, PARAMS_FILE))
 
 
 def param_shapes(config: ml_collections.ConfigDict) -> dict:
@@ -87,7 +87,7 @@ def read(directory: str, networks: Sequence[str], step: int | None = None) -> Sa
 
 def _read_params(path: str) -> dict:
   try:
-    with open(path, "rb") as f:
+    with fileio.open_binary(path) as f:
       return flax.serialization.msgpack_restore(f.read())
   except FileNotFoundError:
     raise DataError(f"{path} does not exist: a run writes it when training ends") from None
@@ -109,16 +109,17 @@ def checkpoint_params(workdir: str, config: ml_collections.ConfigDict, step: int
 
 def write(directory: str, model: SavedModel) -> None:
   """Writes config.json, params.msgpack and the tokenizer into `directory`."""
-  atomic_write(os.path.join(directory, CONFIG_FILE), model.config.to_json_best_effort(indent=2))
-  atomic_write(os.path.join(directory, PARAMS_FILE),
-               flax.serialization.msgpack_serialize(jax.device_get(model.params)))
+  fileio.atomic_write(os.path.join(directory, CONFIG_FILE),
+                      model.config.to_json_best_effort(indent=2))
+  fileio.atomic_write(os.path.join(directory, PARAMS_FILE),
+                      flax.serialization.msgpack_serialize(jax.device_get(model.params)))
   any_tokenizer.save_tokenizer(model.tokenizer, directory)
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:
   """A saved config.json over the defaults of this version (fields it lacks keep them)."""
   try:
-    with open(path, encoding="utf-8") as f:
+    with fileio.open_text(path) as f:
       saved = json.load(f)
   except FileNotFoundError:
     raise DataError(f"{path} does not exist; is {os.path.dirname(path)} a workdir or an "

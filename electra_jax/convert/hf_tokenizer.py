@@ -28,7 +28,7 @@ from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.data.sentencepiece_tokenizer import Tokenizer
 from electra_jax.data.wordpiece import read_vocab, WordPieceTokenizer
 from electra_jax.errors import DataError
-from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime import fileio
 from electra_jax.runtime.workdir import SENTENCEPIECE_FILE, WORDPIECE_FILE
 from electra_jax.vocabulary import (CLS_ID, CLS_PIECE, MASK_PIECE, PAD_PIECE, SEP_ID, SEP_PIECE,
                                     SPECIAL_PIECES, UNK_ID, UNK_PIECE)
@@ -61,8 +61,8 @@ class ImportedTokenizer:
 
 def write_wordpiece_casing(directory: str, tokenizer: WordPieceTokenizer) -> None:
   """The one setting of a WordPiece tokenizer that vocab.txt lacks, as transformers keeps it."""
-  atomic_write(os.path.join(directory, TOKENIZER_CONFIG_FILE),
-               json.dumps({"do_lower_case": tokenizer.lowercase}, indent=2))
+  fileio.atomic_write(os.path.join(directory, TOKENIZER_CONFIG_FILE),
+                      json.dumps({"do_lower_case": tokenizer.lowercase}, indent=2))
 
 
 def write_tokenizer(directory: str, tokenizer: AnyTokenizer, max_length: int) -> None:
@@ -76,10 +76,11 @@ def write_tokenizer(directory: str, tokenizer: AnyTokenizer, max_length: int) ->
   else:
     tokenizer.save(os.path.join(directory, SENTENCEPIECE_FILE))
     fast = _fast_tokenizer(tokenizer)
-    atomic_write(os.path.join(directory, FAST_TOKENIZER_FILE), fast.to_str(pretty=True))
+    fileio.atomic_write(os.path.join(directory, FAST_TOKENIZER_FILE), fast.to_str(pretty=True))
     settings.update(tokenizer_class="PreTrainedTokenizerFast",
                     tokenize_chinese_chars=_WORDPIECE_ONLY)
-  atomic_write(os.path.join(directory, TOKENIZER_CONFIG_FILE), json.dumps(settings, indent=2))
+  fileio.atomic_write(os.path.join(directory, TOKENIZER_CONFIG_FILE),
+                      json.dumps(settings, indent=2))
 
 
 def read_tokenizer(directory: str, vocab_size: int) -> ImportedTokenizer:
@@ -89,10 +90,10 @@ def read_tokenizer(directory: str, vocab_size: int) -> ImportedTokenizer:
   """
   sentencepiece = os.path.join(directory, SENTENCEPIECE_FILE)
   vocab = os.path.join(directory, WORDPIECE_FILE)
-  if os.path.exists(sentencepiece):
+  if fileio.exists(sentencepiece):
     tokenizer, order, path = Tokenizer.load(sentencepiece), np.arange(vocab_size), sentencepiece
     size = tokenizer.vocab_size
-  elif os.path.exists(vocab):
+  elif fileio.exists(vocab):
     pieces, path = read_vocab(vocab), vocab
     size = len(pieces)
     order = _special_first(pieces, vocab)
@@ -121,10 +122,10 @@ def _special_first(pieces: list[str], path: str) -> np.ndarray:
 def wordpiece_lowercase(directory: str) -> bool:
   """Whether a folder's WordPiece tokenizer is uncased (BERT's default when unsaid)."""
   path = os.path.join(directory, TOKENIZER_CONFIG_FILE)
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return True
   try:
-    with open(path, encoding="utf-8") as f:
+    with fileio.open_text(path) as f:
       settings = json.load(f)
   except (OSError, ValueError) as error:
     raise DataError(f"cannot read {path}: {error}") from None

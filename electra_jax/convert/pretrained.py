@@ -28,6 +28,7 @@ from electra_jax.convert import flax_format, hf, hf_params, hf_tokenizer
 from electra_jax.data import any_tokenizer
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import ConfigError, DataError
+from electra_jax.runtime import fileio
 
 NETWORK_DIRS = ("discriminator", "generator")  # the sub-folders of a `--format=hf` export
 
@@ -48,14 +49,17 @@ class Discriminator:
 
 def load_discriminator(path: str) -> Discriminator:
   """The discriminator saved at `path`, whichever of the four places it is."""
-  if not os.path.isdir(path):
+  if not fileio.is_dir(path):
     raise DataError(f"{path} is not a directory: give a Hugging Face ELECTRA folder, an export "
                     "of electra_jax (--format=hf or flax) or a pre-training workdir")
-  if os.path.isdir(os.path.join(path, "discriminator")):
+  if fileio.is_dir(os.path.join(path, "discriminator")):
     path = os.path.join(path, "discriminator")
   if flax_format.is_saved_model(path):
     saved = flax_format.read(path, ["discriminator"])
     return Discriminator(saved.config.model, saved.params, saved.tokenizer)
+  if fileio.is_url(path):
+    raise DataError(f"{path} is not a run or --format=flax export of electra_jax, the models "
+                    "read from a URL; copy a Hugging Face folder to local disk first")
   network = hf.read_network(path)
   model = hf.model_config(network)
   vocabulary = hf_tokenizer.read_tokenizer(path, model.vocab_size)

@@ -13,6 +13,7 @@ import os
 from electra_jax.data.sentencepiece_tokenizer import Tokenizer
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import DataError
+from electra_jax.runtime import fileio
 from electra_jax.runtime.workdir import SENTENCEPIECE_FILE, WORDPIECE_FILE
 
 
@@ -22,7 +23,7 @@ AnyTokenizer = Tokenizer | WordPieceTokenizer
 def tokenizer_path(directory: str) -> str | None:
   """The tokenizer file in `directory`, or None; two kinds at once is an error."""
   found = [os.path.join(directory, name) for name in (SENTENCEPIECE_FILE, WORDPIECE_FILE)
-           if os.path.exists(os.path.join(directory, name))]
+           if fileio.exists(os.path.join(directory, name))]
   if len(found) > 1:
     raise DataError(f"{directory} holds two tokenizers, {' and '.join(found)}; its ids must "
                     "come from one: delete the one the run did not use")

@@ -21,12 +21,21 @@ from electra_jax.data.any_tokenizer import (AnyTokenizer, load_tokenizer, save_t
 from electra_jax.data.sentencepiece_tokenizer import train_tokenizer
 from electra_jax.data.shards import PreparedData
 from electra_jax.errors import DataError
+from electra_jax.runtime import fileio
 
 DATA_SUBDIR = "data"  # the prepared data's place in the workdir when data.dir is unset
+# ... and for a workdir at a URL: prepared data is read from local disk (array_record files).
+LOCAL_DATA_ROOT = os.path.join("~", ".cache", "electra_jax", "prepared")
 
 
 def data_directory(config: ml_collections.ConfigDict, workdir: str) -> str:
-  return os.path.abspath(config.data.dir or os.path.join(workdir, DATA_SUBDIR))
+  """data.dir, else the workdir's `data/`; for a workdir at a URL, a local directory named
+  after it."""
+  if config.data.dir:
+    return os.path.abspath(config.data.dir)
+  if fileio.is_url(workdir):
+    return os.path.join(os.path.expanduser(LOCAL_DATA_ROOT), workdir.replace("://", "/", 1))
+  return os.path.abspath(os.path.join(workdir, DATA_SUBDIR))
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> PreparedData:

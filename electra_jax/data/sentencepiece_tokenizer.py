@@ -17,7 +17,7 @@ import numpy as np
 import sentencepiece as spm
 
 from electra_jax.errors import DataError
-from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime import fileio
 from electra_jax.vocabulary import (CLS_PIECE, MASK_PIECE, PAD_ID, PAD_PIECE, SEP_PIECE,
                                     SPECIAL_PIECES, UNK_ID, UNK_PIECE)
 
@@ -54,7 +54,7 @@ class Tokenizer:
   @classmethod
   def load(cls, path: str) -> "Tokenizer":
     try:
-      with open(path, "rb") as f:
+      with fileio.open_binary(path) as f:
         return cls(f.read(), origin=path)
     except OSError as error:
       raise DataError(f"cannot read the tokenizer {path}: {error.strerror or error}") from None
@@ -62,8 +62,8 @@ class Tokenizer:
   def save(self, path: str) -> None:
     """Writes the model atomically: an existing file is replaced whole or not at all."""
     try:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      atomic_write(path, self._model_proto)
+      fileio.make_dirs(os.path.dirname(fileio.absolute(path)))
+      fileio.atomic_write(path, self._model_proto)
     except OSError as error:
       raise DataError(f"cannot write the tokenizer to {path}: {error.strerror or error}; "
                       "check that --workdir is writable and has space") from None

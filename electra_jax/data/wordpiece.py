@@ -13,6 +13,7 @@ read it as the special token).
 
 import functools
 import hashlib
+import io
 import os
 import re
 import unicodedata
@@ -21,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from electra_jax.errors import DataError
-from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime import fileio
 from electra_jax.vocabulary import SPECIAL_PIECES, UNK_ID
 
 CONTINUATION = "##"
@@ -59,8 +60,8 @@ class WordPieceTokenizer:
   def save(self, path: str) -> None:
     """Writes `vocab.txt` atomically (one piece per line, the line number is the id)."""
     try:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      atomic_write(path, "".join(f"{piece}\n" for piece in self._pieces))
+      fileio.make_dirs(os.path.dirname(fileio.absolute(path)))
+      fileio.atomic_write(path, "".join(f"{piece}\n" for piece in self._pieces))
     except OSError as error:
       raise DataError(f"cannot write the vocabulary to {path}: {error.strerror or error}") from None
 
@@ -151,7 +152,7 @@ class WordPieceTokenizer:
 def read_vocab(path: str) -> list[str]:
   """The pieces of a BERT `vocab.txt`, in id order (one per line; only the newline is stripped)."""
   try:
-    with open(path, encoding="utf-8") as f:
+    with io.TextIOWrapper(fileio.open_binary(path), encoding="utf-8") as f:
       return [line.rstrip("\n") for line in f]
   except OSError as error:
     raise DataError(f"cannot read the vocabulary {path}: {error.strerror or error}") from None

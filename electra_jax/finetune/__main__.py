@@ -38,7 +38,7 @@ from electra_jax.errors import UserError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune import resume
 from electra_jax.finetune import trainer
-from electra_jax.runtime import cluster_flags
+from electra_jax.runtime import cluster_flags, fileio
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
   cluster_flags.join_processes()
   workdir = _WORKDIR.value or os.path.join("runs", "finetune", config.task)
   resume.refuse_pretraining_workdir(workdir)
-  logging.info("Writing to %s", os.path.abspath(workdir))
+  logging.info("Writing to %s", fileio.absolute(workdir))
   with resume.RunCheckpoints(config, workdir) as checkpointer:
     trainer.finetune(config, workdir, checkpointer)
 

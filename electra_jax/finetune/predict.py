@@ -33,6 +33,7 @@ from electra_jax.finetune import config as finetune_config
 from electra_jax.finetune import conll, encoding, glue, squad, steps, tasks
 from electra_jax.finetune import model as model_lib
 from electra_jax.finetune.saved_run import FineTunedRun
+from electra_jax.runtime import fileio
 from electra_jax.runtime.fileio import atomic_write
 
 
@@ -65,7 +66,7 @@ def model_outputs(run: FineTunedRun, features: dict[str, np.ndarray], batch_size
 def write_predictions(run: FineTunedRun, out: str, input_path: str | None = None,
                       batch_size: int = 32) -> list[str]:
   """Writes the task's prediction files into `out` (created if needed); returns their paths."""
-  os.makedirs(out, exist_ok=True)
+  fileio.make_dirs(out)
   kind, predict = run.task.kind, predictor(run, batch_size)
   if kind in (tasks.CLASSIFICATION, tasks.REGRESSION):
     return _glue(run, predict, input_path or run.config.data_dir, out)

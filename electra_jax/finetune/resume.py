@@ -17,6 +17,7 @@ import ml_collections
 from absl import logging
 
 import electra_jax
+from electra_jax.runtime import fileio
 from electra_jax.errors import UserError
 from electra_jax.pretraining.train_step import TrainState
 from electra_jax.runtime import checkpointing, stop_signals
@@ -35,7 +36,7 @@ _ALLOW_HINT = "--config.checkpoint.allow_config_change=True"
 def refuse_pretraining_workdir(workdir: str) -> None:
   """A pre-training run's workdir is no place for a fine-tuning run: say so before touching it."""
   try:
-    with open(os.path.join(workdir, CONFIG_FILE), encoding="utf-8") as f:
+    with fileio.open_text(os.path.join(workdir, CONFIG_FILE)) as f:
       saved = json.load(f)
   except (OSError, ValueError):  # no config.json (a new workdir), or not ours: checked later
     return

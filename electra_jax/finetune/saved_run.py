@@ -19,6 +19,7 @@ import ml_collections
 from electra_jax import config as config_lib
 from electra_jax.convert import hf_tokenizer
 from electra_jax.data import any_tokenizer
+from electra_jax.runtime import fileio
 from electra_jax.errors import DataError
 from electra_jax.finetune import conll, glue, tasks
 from electra_jax.finetune import config as finetune_config
@@ -62,7 +63,7 @@ def read(workdir: str) -> FineTunedRun:
   model.update(_read_json(os.path.join(workdir, MODEL_CONFIG_FILE)))
   params_path = os.path.join(workdir, BEST_DIR, PARAMS_FILE)
   try:
-    with open(params_path, "rb") as f:
+    with fileio.open_binary(params_path) as f:
       params = flax.serialization.msgpack_restore(f.read())
   except FileNotFoundError:
     raise DataError(f"{params_path} does not exist: a fine-tuning run writes it after its first "
@@ -78,7 +79,7 @@ def read(workdir: str) -> FineTunedRun:
 
 def _labels(workdir: str, config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
   path = os.path.join(workdir, LABELS_FILE)
-  if os.path.exists(path):
+  if fileio.exists(path):
     return tuple(_read_json(path))
   if config.task in glue.FORMATS:
     return glue.FORMATS[config.task].labels
@@ -93,7 +94,7 @@ def _labels(workdir: str, config: ml_collections.ConfigDict) -> tuple[str, ...] 
 
 def _read_json(path: str):
   try:
-    with open(path, encoding="utf-8") as f:
+    with fileio.open_text(path) as f:
       return json.load(f)
   except FileNotFoundError:
     raise DataError(f"{path} does not exist; is {os.path.dirname(path)} a fine-tuning "

@@ -34,7 +34,7 @@ from electra_jax.finetune import optimizer as optimizer_lib
 from electra_jax.pretraining.train_step import TrainState
 from electra_jax.runtime import distributed, sharding
 from electra_jax.runtime import metric_writer
-from electra_jax.runtime.fileio import atomic_write, prepare_workdir
+from electra_jax.runtime import fileio
 from electra_jax.runtime.workdir import (BEST_DIR, CONFIG_FILE, LABELS_FILE, METRICS_FILE,
                                          MODEL_CONFIG_FILE, RESULTS_FILE)
 
@@ -183,7 +183,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                  best_epoch=progress["best_epoch"], best=best, history=progress["history"],
                  train_seconds=progress["train_seconds"])
   if primary:
-    atomic_write(os.path.join(workdir, RESULTS_FILE), json.dumps(results, indent=2))
+    fileio.atomic_write(os.path.join(workdir, RESULTS_FILE), json.dumps(results, indent=2))
     logging.info("Done: best %s %s %.4f at epoch %d of %d; its parameters and dev predictions "
                  "are in %s, every epoch's metrics in %s", data.evals[0].name, task.score,
                  progress["best_score"], progress["best_epoch"], t.epochs,
@@ -223,16 +223,16 @@ def _start_workdir(workdir: str, config: ml_collections.ConfigDict,
                    ) -> None:
   """Writes the config, the encoder's config, the label names and the tokenizer into a new
   workdir: what an export or a prediction needs besides the parameters."""
-  prepare_workdir(workdir)
+  fileio.prepare_workdir(workdir)
   for name in (RESULTS_FILE, METRICS_FILE):
-    if os.path.exists(os.path.join(workdir, name)):
+    if fileio.exists(os.path.join(workdir, name)):
       raise UserError(f"{workdir} already holds a fine-tuning run ({name}); choose a new "
                       "--workdir")
-  atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
-  atomic_write(os.path.join(workdir, MODEL_CONFIG_FILE),
-               discriminator.model.to_json_best_effort(indent=2))
+  fileio.atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
+  fileio.atomic_write(os.path.join(workdir, MODEL_CONFIG_FILE),
+                      discriminator.model.to_json_best_effort(indent=2))
   if labels is not None:
-    atomic_write(os.path.join(workdir, LABELS_FILE), json.dumps(list(labels), indent=2))
+    fileio.atomic_write(os.path.join(workdir, LABELS_FILE), json.dumps(list(labels), indent=2))
   if any_tokenizer.tokenizer_path(workdir) is None:
     any_tokenizer.save_tokenizer(discriminator.tokenizer, workdir)
     if isinstance(discriminator.tokenizer, WordPieceTokenizer):
@@ -284,9 +284,10 @@ def _evaluate_epoch(compiled: steps.CompiledFineTuning, state: TrainState, data:
   params = sharding.to_host(state.params)  # a collective: every process takes part
   if distributed.is_primary():
     best = os.path.join(workdir, BEST_DIR)
-    os.makedirs(best, exist_ok=True)
-    atomic_write(os.path.join(best, "params.msgpack"), flax.serialization.msgpack_serialize(params))
+    fileio.make_dirs(best)
+    fileio.atomic_write(os.path.join(best, "params.msgpack"),
+                        flax.serialization.msgpack_serialize(params))
     for name, write in writers.items():
       write(os.path.join(best, f"predictions-{name}"))
-    atomic_write(os.path.join(best, "metrics.json"),
-                 json.dumps(dict(epoch=epoch, step=step, metrics=results), indent=2))
+    fileio.atomic_write(os.path.join(best, "metrics.json"),
+                        json.dumps(dict(epoch=epoch, step=step, metrics=results), indent=2))

@@ -32,9 +32,9 @@ from electra_jax.models import electra
 from electra_jax.performance import flops, program_cost
 from electra_jax.pretraining import objective
 from electra_jax.pretraining import train_step as train_step_lib
-from electra_jax.runtime import checkpointing, distributed, metric_writer, sharding, stop_signals
+from electra_jax.runtime import (checkpointing, distributed, fileio, metric_writer, sharding,
+                                 stop_signals)
 from electra_jax.runtime import workdir as workdir_files
-from electra_jax.runtime.fileio import atomic_write, prepare_workdir
 
 EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data its own way
 
@@ -130,7 +130,7 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   """Refuses a workdir that another config started, before anything is written to it."""
   path = os.path.join(workdir, workdir_files.CONFIG_FILE)
   try:
-    with open(path, encoding="utf-8") as f:
+    with fileio.open_text(path) as f:
       saved = json.load(f)
   except FileNotFoundError:
     return
@@ -230,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return training.cost
 
   primary = distributed.is_primary()
-  workdir = prepare_workdir(workdir) if primary else os.path.abspath(workdir)
+  workdir = fileio.prepare_workdir(workdir) if primary else fileio.absolute(workdir)
   check_workdir_config(config, workdir)
   checkpoints = checkpointing.Checkpointer(
       os.path.join(workdir, workdir_files.CHECKPOINTS_DIR), config.checkpoint.every_steps,
@@ -238,7 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   newest = max(checkpoints.all_steps(), default=0)
   # Only a workdir whose config.json was just checked against this config is known to be
   # finished; without one, the checkpoint's own metadata is checked below as usual.
-  finished = all(os.path.exists(os.path.join(workdir, name))
+  finished = all(fileio.exists(os.path.join(workdir, name))
                  for name in (workdir_files.PARAMS_FILE, workdir_files.CONFIG_FILE))
   if newest >= t.steps and finished:
     checkpoints.close()
@@ -269,8 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state, start_step = restore_or_initialize(config, training, checkpoints, batches, metadata,
                                             imported_params)
   if primary:  # now that the checkpoint, if any, has been accepted
-    atomic_write(os.path.join(workdir, workdir_files.CONFIG_FILE),
-                 config_lib.resolved(config).to_json_best_effort(indent=2))
+    fileio.atomic_write(os.path.join(workdir, workdir_files.CONFIG_FILE),
+                        config_lib.resolved(config).to_json_best_effort(indent=2))
   eval_batches = [to_global(b) for b in loader.eval_batches(data, t.batch_size, t.eval_batches,
                                                             **hosts)]
   tokens_per_step = t.batch_size * config.data.max_seq_length
@@ -324,6 +324,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   params = sharding.to_host(state.params)  # every process takes part in gathering them
   if primary:
     params_path = os.path.join(workdir, workdir_files.PARAMS_FILE)
-    atomic_write(params_path, flax.serialization.msgpack_serialize(params))
+    fileio.atomic_write(params_path, flax.serialization.msgpack_serialize(params))
     logging.info("Wrote the final parameters to %s", params_path)
   return eval_metrics

@@ -64,8 +64,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from electra_jax.errors import ConfigError, UserError
-from electra_jax.runtime import state_checksums
-from electra_jax.runtime.fileio import prepare_workdir
+from electra_jax.runtime import fileio, state_checksums
 
 _ITEMS = ("state", "loader", "metadata")
 UNREADABLE_SUFFIX = ".unreadable"  # a name Orbax does not take for a step
@@ -152,13 +151,13 @@ class Checkpointer:
 
   def __init__(self, directory: str, every_steps: int, keep: int, keep_every: int = 0,
                asynchronous: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = fileio.absolute(directory)
     self.every_steps = every_steps
-    if jax.process_index() == 0 and os.path.isdir(self.directory):
+    if jax.process_index() == 0 and fileio.is_dir(self.directory):
       for name in ocp.step.tmp_checkpoints(self.directory):
         logging.warning("%s was being written when its run stopped and is incomplete: "
                         "removing it", os.path.join(self.directory, name))
-        shutil.rmtree(os.path.join(self.directory, name))
+        fileio.remove_tree(os.path.join(self.directory, name))
     preserve = [checkpoint_managers.LatestN(keep)]
     if keep_every:
       preserve.append(checkpoint_managers.EveryNSteps(keep_every))
@@ -259,7 +258,7 @@ class Checkpointer:
                       "and keeping it as %s%s", step, _first_line(error), restored_step, path,
                       UNREADABLE_SUFFIX)
       if jax.process_index() == 0:
-        os.replace(path, _free_name(path + UNREADABLE_SUFFIX))
+        fileio.move(path, _free_name(path + UNREADABLE_SUFFIX))
     if unreadable:
       if jax.process_count() > 1:
         multihost_utils.sync_global_devices("unreadable checkpoints set aside")
@@ -284,7 +283,7 @@ def restore_step(directory: str, step: int, abstract_state: Any) -> Restored:
   going: unlike a Checkpointer, this never removes an incomplete save.
   """
   options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-  manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+  manager = ocp.CheckpointManager(fileio.absolute(directory), options=options,
                                   item_names=_ITEMS)
   try:
     steps = sorted(manager.all_steps())
@@ -308,7 +307,7 @@ def restore_step(directory: str, step: int, abstract_state: Any) -> Restored:
 
 def _free_name(path: str) -> str:
   candidate, n = path, 1
-  while os.path.exists(candidate):
+  while fileio.exists(candidate):
     candidate, n = f"{path}.{n}", n + 1
   return candidate
 
@@ -332,8 +331,11 @@ def _first_line(error: Exception) -> str:
 
 
 def check_space(directory: str, checkpoint_bytes: int) -> None:
-  """Refuses a checkpoint directory that cannot be written or cannot hold one more checkpoint."""
-  prepare_workdir(directory)
+  """Refuses a checkpoint directory that cannot be written or cannot hold one more checkpoint
+  (an object store's bucket has no free space to ask about)."""
+  fileio.prepare_workdir(directory)
+  if fileio.is_url(directory):
+    return
   free = shutil.disk_usage(directory).free
   if free < checkpoint_bytes:
     raise UserError(f"{directory} has {free / 2**20:,.1f} MiB free but one checkpoint takes "

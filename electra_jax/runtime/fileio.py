@@ -1,12 +1,15 @@
-"""Files: written so that a crash or a full disk never leaves a half-written one, and data
-read from local paths or URLs (gs://, s3://) alike.
+"""Files: written so that a crash or a full disk never leaves a half-written one, on local
+paths or URLs (gs://, s3://) alike.
 
-Reading goes through fsspec (the layer etils.epath, and so Orbax, uses for
-gs:// and s3:// without TensorFlow) wherever a path names a scheme; a URL needs
-that scheme's driver (gcsfs, s3fs), named when missing. Writes are local.
+A path that names a scheme goes through fsspec, the layer etils.epath (and so
+Orbax) uses for gs:// and s3:// without TensorFlow; a URL needs that scheme's
+driver (gcsfs, s3fs), named when missing. Object stores replace an object in
+one step, which is what `atomic_write` needs; they cannot append, so logs that
+grow (metrics_writer.py) are written whole. Exports and prepared data are local.
 """
 
 import contextlib
+import functools
 import glob
 import io
 import os
@@ -25,11 +28,16 @@ os.umask(_UMASK)
 
 def atomic_write(path: str, data: bytes | str) -> None:
   """Replaces `path` with `data` in one step: readers see the old file or the new one."""
+  data = data.encode("utf-8") if isinstance(data, str) else data
+  if is_url(path):
+    fs, inner = _filesystem(path)
+    fs.pipe_file(inner, data)
+    return
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
-      f.write(data.encode("utf-8") if isinstance(data, str) else data)
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.chmod(tmp, 0o666 & ~_UMASK)
@@ -67,21 +75,47 @@ def staged_directory(path: str) -> Iterator[str]:
 
 def prepare_workdir(workdir: str) -> str:
   """Creates the workdir and proves it writable before any work is done."""
-  workdir = os.path.abspath(workdir)
+  workdir = absolute(workdir)
+  probe = os.path.join(workdir, f".write-test-{os.getpid()}")
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; "
+    make_dirs(workdir)
+    atomic_write(probe, "ok")
+    remove(probe)
+  except OSError as e:  # a URL's drivers raise OSError's kinds too (PermissionError, ...)
+    raise UserError(f"cannot write to workdir {workdir}: {e.strerror or e}; "
                     "choose another --workdir") from None
   return workdir
 
 
+def absolute(path: str) -> str:
+  """A local path made absolute; a URL as it is."""
+  return path if is_url(path) else os.path.abspath(path)
+
+
+def make_dirs(path: str) -> None:
+  """`path` and its parents, where missing (object stores have no directories to make)."""
+  _ask(path, functools.partial(os.makedirs, exist_ok=True), "makedirs", exist_ok=True)
+
+
+def remove(path: str) -> None:
+  _ask(path, os.remove, "rm_file")
+
+
+def remove_tree(path: str) -> None:
+  _ask(path, shutil.rmtree, "rm", recursive=True)
+
+
+def move(source: str, destination: str) -> None:
+  """Renames `source` (a file or a directory) to `destination` on the same file system."""
+  if not is_url(source):
+    os.replace(source, destination)
+    return
+  fs, inner = _filesystem(source)
+  fs.mv(inner, _filesystem(destination)[1], recursive=True)
+
+
 # ---------------------------------------------------------------------------
-# Reading data from local paths or URLs (gs://, s3://, ...), through fsspec
+# Local paths and URLs (gs://, s3://, ...) alike, through fsspec
 # ---------------------------------------------------------------------------
 
 
@@ -99,7 +133,7 @@ def _filesystem(path: str):
     scheme = path.split("://", 1)[0]
     driver = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "az": "adlfs", "abfs": "adlfs"}.get(
         scheme, f"fsspec's driver for {scheme}://")
-    raise DataError(f"cannot read {path}: {error}; reading {scheme}:// paths needs {driver} "
+    raise DataError(f"cannot use {path}: {error}; {scheme}:// paths need {driver} "
                     f"(pip install {driver})") from None
 
 
@@ -117,12 +151,12 @@ def open_text(path: str) -> TextIO:
   return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
 
 
-def _ask(path: str, local: Callable[[str], Any], method: str) -> Any:
+def _ask(path: str, local: Callable[[str], Any], method: str, **kwargs: Any) -> Any:
   """`local(path)` for a local path, else the URL's file system's `method` on it."""
   if not is_url(path):
     return local(path)
   fs, inner = _filesystem(path)
-  return getattr(fs, method)(inner)
+  return getattr(fs, method)(inner, **kwargs)
 
 
 def exists(path: str) -> bool:

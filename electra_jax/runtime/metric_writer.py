@@ -1,12 +1,12 @@
 """Where a run's logged metrics go: `metrics.jsonl` and TensorBoard event files in the workdir,
 and Weights & Biases when the run names a project (wandb_run.py)."""
 
+import io
 import json
 import os
 from typing import Any, Mapping
 
-from electra_jax.runtime import wandb_run
-from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime import fileio, wandb_run
 from electra_jax.runtime.workdir import METRICS_FILE, TENSORBOARD_DIR
 
 
@@ -18,25 +18,36 @@ class MetricWriter:
   an interrupted run logged after it, from both, since those steps run again.
   With `wandb_project`, every write also goes to the workdir's W&B run in that
   project, which gets `config` as its config.
+
+  A workdir at a URL (gs://, s3://) gets both through fsspec: an object store
+  cannot append, so each write replaces metrics.jsonl and the event file whole.
   """
 
   def __init__(self, workdir: str, start_step: int = 0, wandb_project: str = "",
                config: Mapping[str, Any] | None = None):
     # Imported here: tensorboardX pulls in protobuf, which the library needs only here.
     from tensorboardX import SummaryWriter
-    path = os.path.join(workdir, METRICS_FILE)
-    if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        kept = [line.rstrip("\n") + "\n" for line in f if _logged_step(line) <= start_step]
-      atomic_write(path, "".join(kept))
-    self._jsonl = open(path, "a", encoding="utf-8")
+    self._path = os.path.join(workdir, METRICS_FILE)
+    self._lines = []
+    if fileio.exists(self._path):
+      with fileio.open_text(self._path) as f:
+        self._lines = [line.rstrip("\n") + "\n" for line in f if _logged_step(line) <= start_step]
+      fileio.atomic_write(self._path, "".join(self._lines))
+    self._jsonl = None if fileio.is_url(workdir) else open(self._path, "a", encoding="utf-8")
+    if fileio.is_url(workdir):
+      _write_tensorboard_through_fsspec(workdir.split("://", 1)[0])
     self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
                                       purge_step=start_step + 1)
     self._wandb = wandb_run.start(workdir, wandb_project, config or {}) if wandb_project else None
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
-    self._jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
-    self._jsonl.flush()
+    line = json.dumps({"step": step, "split": split, **metrics}) + "\n"
+    if self._jsonl:
+      self._jsonl.write(line)
+      self._jsonl.flush()
+    else:
+      self._lines.append(line)
+      fileio.atomic_write(self._path, "".join(self._lines))
     for name, value in metrics.items():
       self._tensorboard.add_scalar(f"{split}/{name}", value, step)
     self._tensorboard.flush()
@@ -44,7 +55,8 @@ class MetricWriter:
       wandb_run.log(self._wandb, step, split, metrics)
 
   def close(self) -> None:
-    self._jsonl.close()
+    if self._jsonl:
+      self._jsonl.close()
     self._tensorboard.close()
     if self._wandb:
       self._wandb.finish()
@@ -53,8 +65,8 @@ class MetricWriter:
 def last_logged(workdir: str, split: str) -> dict[str, float]:
   """The newest metrics of `split` in the workdir's metrics.jsonl ({} if none)."""
   path, last = os.path.join(workdir, METRICS_FILE), {}
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
+  if fileio.exists(path):
+    with fileio.open_text(path) as f:
       for line in f:
         if f'"split": "{split}"' in line and _logged_step(line) != float("inf"):
           last = json.loads(line)
@@ -67,3 +79,34 @@ def _logged_step(line: str) -> float:
     return json.loads(line)["step"]
   except (ValueError, KeyError, TypeError):
     return float("inf")
+
+
+class _WholeFileWriter:
+  """An event file at a URL, replaced whole at each flush (tensorboardX's writer factories
+  take this shape; its own gs:// and s3:// ones need google-cloud-storage and boto3)."""
+
+  def __init__(self, path: str):
+    self._path, self._buffer = path, io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    fileio.atomic_write(self._path, self._buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _WholeFileWriters:
+
+  def open(self, path: str) -> _WholeFileWriter:
+    return _WholeFileWriter(path)
+
+  def directory_check(self, path: str) -> None:
+    fileio.make_dirs(path)
+
+
+def _write_tensorboard_through_fsspec(scheme: str) -> None:
+  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
+  record_writer.register_writer_factory(scheme, _WholeFileWriters())

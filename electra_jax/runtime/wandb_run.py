@@ -14,7 +14,7 @@ import uuid
 from typing import Any, Mapping
 
 from electra_jax.errors import UserError
-from electra_jax.runtime.fileio import atomic_write
+from electra_jax.runtime import fileio
 from electra_jax.runtime.workdir import WANDB_RUN_ID_FILE
 
 
@@ -27,14 +27,17 @@ def start(workdir: str, project: str, config: Mapping[str, Any]):
                     "wandb (or pip install -e '.[wandb]'), or leave train.wandb_project empty"
                     ) from None
   id_path = os.path.join(workdir, WANDB_RUN_ID_FILE)
-  if os.path.exists(id_path):
-    with open(id_path, encoding="utf-8") as f:
+  if fileio.exists(id_path):
+    with fileio.open_text(id_path) as f:
       run_id = f.read().strip()
   else:
     run_id = uuid.uuid4().hex[:12]  # W&B's ids are lower-case letters and digits
-    atomic_write(id_path, run_id + "\n")
-  return wandb.init(project=project, id=run_id, resume="allow", dir=workdir,
-                    name=os.path.basename(os.path.abspath(workdir)), config=dict(config))
+    fileio.atomic_write(id_path, run_id + "\n")
+  # W&B keeps its own files in a local directory: the workdir's, or its default one
+  # (./wandb) for a workdir at a URL.
+  return wandb.init(project=project, id=run_id, resume="allow",
+                    dir=None if fileio.is_url(workdir) else workdir,
+                    name=os.path.basename(fileio.absolute(workdir)), config=dict(config))
 
 
 def log(run, step: int, split: str, metrics: Mapping[str, float]) -> None:
