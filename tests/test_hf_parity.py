@@ -50,7 +50,9 @@ def our_outputs(config, params, ids, types, network):
                               capture_intermediates=True, mutable=["intermediates"])
   captured = state["intermediates"]
   encoder = captured[network]
-  first = encoder.get("embeddings_project", captured["embeddings"])["__call__"][0]
+  own_embeddings = network == "discriminator" and config.electra.embedding_sharing == "none"
+  embedded = captured[electra.DISCRIMINATOR_EMBEDDINGS if own_embeddings else "embeddings"]
+  first = encoder.get("embeddings_project", embedded)["__call__"][0]
   layers = [encoder[f"layer_{i}"]["__call__"][0] for i in range(config.model.num_layers)
             if f"layer_{i}" in encoder]
   return np.asarray(logits), [np.asarray(h) for h in (first, *layers)]
@@ -116,6 +118,40 @@ def test_ours_exported_equals_transformers(tmp_path, sizes):
                        (transformers.ElectraForMaskedLM, "generator")):
     hf_model = cls.from_pretrained(tmp_path / "hf" / network).eval()
     assert_same_outputs(config, params, hf_model, network, ids, ids, types, same_vocab)
+
+
+@pytest.mark.parametrize("sharing", ["gdes", "none"])
+def test_a_run_with_the_discriminators_own_embeddings_exports_equal_and_imports_back(
+    tmp_path, sharing):
+  """GDES's residual is folded into the exported discriminator's word embeddings (and
+  "none"'s separate set exported as it is): transformers' ELECTRA gives our outputs, and the
+  import takes the pair back into the same run's tree."""
+  config = tiny_config()
+  config.electra.embedding_sharing = sharing
+  params = random_params(config)  # a residual far from its initial zeros
+  write_run(tmp_path / "run", config, params)
+  export_run(str(tmp_path / "run"), "hf", str(tmp_path / "hf"))
+  ids, types = example_batch()
+  for cls, network in ((transformers.ElectraForPreTraining, "discriminator"),
+                       (transformers.ElectraForMaskedLM, "generator")):
+    hf_model = cls.from_pretrained(tmp_path / "hf" / network).eval()
+    assert_same_outputs(config, params, hf_model, network, ids, ids, types, np.arange(100))
+
+  config.train.init_from = str(tmp_path / "hf")
+  imported = flax.traverse_util.flatten_dict(pretrained.init_from_hf(config, str(tmp_path / "in")))
+  expected = flax.traverse_util.flatten_dict(params)
+  assert set(imported) == set(expected)
+  for path, value in expected.items():
+    # (shared + residual) - shared: float32 rounding of the sum, at most 2^-24 of it.
+    np.testing.assert_allclose(imported[path], value, rtol=0, atol=1e-6, err_msg="/".join(path))
+
+  export_run(str(tmp_path / "run"), "flax", str(tmp_path / "flax"))
+  fine_tuning = pretrained.load_discriminator(str(tmp_path / "flax"))
+  folded = electra.discriminator_embeddings(params, sharing)
+  assert set(fine_tuning.params) == {"embeddings", "discriminator", "discriminator_head"}
+  for path, value in flax.traverse_util.flatten_dict(folded).items():
+    np.testing.assert_array_equal(
+        flax.traverse_util.flatten_dict(fine_tuning.params["embeddings"])[path], value)
 
 
 def random_transformers_models(sizes, seed=0):

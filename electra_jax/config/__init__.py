@@ -2,7 +2,8 @@
 take (validation.py), with the names the rest of electra_jax uses."""
 
 from electra_jax.config.schema import (ATTENTION_IMPLEMENTATIONS, DEFAULT_AXIS_RULES,
-                                       DEFAULT_MASKING_PROBS, DTYPES, MESH_AXES, MODEL_SIZES,
+                                       DEFAULT_MASKING_PROBS, DTYPES, EMBEDDING_SHARING,
+                                       MESH_AXES, MODEL_SIZES,
                                        NONFINITE_POLICIES, OBJECTIVES, REMAT_POLICIES,
                                        default_config, generator_dims, masking_probs,
                                        max_predictions_per_seq, mesh_axes_of, migrate,
@@ -10,7 +11,7 @@ from electra_jax.config.schema import (ATTENTION_IMPLEMENTATIONS, DEFAULT_AXIS_R
 from electra_jax.config.validation import check_fields, Rule, validate
 
 __all__ = ["ATTENTION_IMPLEMENTATIONS", "DEFAULT_AXIS_RULES", "DEFAULT_MASKING_PROBS", "DTYPES",
-           "MESH_AXES", "MODEL_SIZES", "NONFINITE_POLICIES", "OBJECTIVES", "REMAT_POLICIES",
+           "EMBEDDING_SHARING", "MESH_AXES", "MODEL_SIZES", "NONFINITE_POLICIES", "OBJECTIVES", "REMAT_POLICIES",
            "Rule", "check_fields", "default_config", "generator_dims", "masking_probs",
            "max_predictions_per_seq", "mesh_axes_of", "migrate", "resolved", "sized_config",
            "validate"]

@@ -120,6 +120,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.electra.gen_weight = 1.0
   c.electra.disc_weight = 50.0
   c.electra.temperature = 1.0
+  # How the discriminator's embeddings relate to the generator's. "shared": one
+  # set for both (the paper's). "gdes": DeBERTaV3's gradient-disentangled sharing:
+  # the discriminator's word embeddings are the shared table, which only the
+  # generator's loss trains, plus a residual table of its own that starts at zero.
+  # "none": a separate set each.
+  c.electra.embedding_sharing = "shared"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-4
@@ -192,6 +198,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 OBJECTIVES = ("electra", "mlm")
+EMBEDDING_SHARING = ("shared", "gdes", "none")
 # (mask_token_prob, random_token_prob) of each objective when the config leaves them
 # unset: ELECTRA's original code masks 85% and keeps 15%; BERT masks 80%, puts a
 # random token at 10% and keeps 10%.

@@ -7,9 +7,9 @@ from typing import Any, Callable
 import ml_collections
 
 from electra_jax.config.schema import (ATTENTION_IMPLEMENTATIONS, DEFAULT_AXIS_RULES, DTYPES,
-                                       MESH_AXES, NONFINITE_POLICIES, OBJECTIVES,
-                                       REMAT_POLICIES, generator_dims, masking_probs,
-                                       max_predictions_per_seq, mesh_axes_of)
+                                       EMBEDDING_SHARING, MESH_AXES, NONFINITE_POLICIES,
+                                       OBJECTIVES, REMAT_POLICIES, generator_dims,
+                                       masking_probs, max_predictions_per_seq, mesh_axes_of)
 from electra_jax.errors import ConfigError
 
 Rule = tuple[Callable[[Any], bool], str]
@@ -71,6 +71,8 @@ RULES: dict[str, Rule] = {
     "electra.gen_weight": NON_NEGATIVE,
     "electra.disc_weight": NON_NEGATIVE,
     "electra.temperature": POSITIVE,
+    "electra.embedding_sharing": (lambda v: v in EMBEDDING_SHARING,
+                                  f"one of {', '.join(EMBEDDING_SHARING)}"),
     "optim.learning_rate": POSITIVE,
     "optim.warmup_steps": NON_NEGATIVE_INT,
     "optim.weight_decay": NON_NEGATIVE,
@@ -188,6 +190,10 @@ def _validate_relations(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config field 'masking.max_predictions_per_seq' = "
                       f"{max_predictions_per_seq(config)} must be below "
                       f"'data.max_seq_length' - 2 = {d.max_seq_length - 2}")
+  if config.objective == "mlm" and config.electra.embedding_sharing != "shared":
+    raise ConfigError("config field 'electra.embedding_sharing' is "
+                      f"'{config.electra.embedding_sharing}', but 'objective' = 'mlm' has no "
+                      "generator to share with; leave it 'shared'")
   if config.objective == "mlm" and config.train.init_from:
     raise ConfigError("config field 'train.init_from' imports an ELECTRA generator and "
                       "discriminator, which 'objective' = 'mlm' does not train; leave it empty")

@@ -75,14 +75,38 @@ def read(directory: str, networks: Sequence[str], step: int | None = None) -> Sa
     params_path = os.path.join(directory, CHECKPOINTS_DIR, str(step))
     saved = checkpoint_params(directory, config, step)
   shapes = param_shapes(config)
-  names = sorted({name for network in networks for name in NETWORKS[network] if name in shapes})
-  params = {name: saved.get(name) for name in names}
+  names = {name for network in networks for name in NETWORKS[network] if name in shapes}
+  if "discriminator" in networks and electra.DISCRIMINATOR_EMBEDDINGS in shapes:
+    names.add(electra.DISCRIMINATOR_EMBEDDINGS)
+  params = {name: saved.get(name) for name in sorted(names)}
   _check_shapes(params, {name: shapes[name] for name in names}, params_path)
+  config, params = _as_exported(config, params, networks)
   tokenizer = any_tokenizer.load_tokenizer(directory, config.data.lowercase)
   if tokenizer is None:
     raise DataError(f"{directory} has no tokenizer ({SENTENCEPIECE_FILE} or "
                     f"{WORDPIECE_FILE}); copy the one the model was trained with into it")
   return SavedModel(config, params, tokenizer)
+
+
+def _as_exported(config: ml_collections.ConfigDict, params: dict, networks: Sequence[str]
+                 ) -> tuple[ml_collections.ConfigDict, dict]:
+  """The discriminator's embeddings as one plain set (a GDES residual folded in): alone, as
+  `embeddings` (the config of a model whose embeddings are shared); beside the generator, as
+  `discriminator_embeddings` (the config of separate embeddings). Config and tree agree."""
+  sharing = config.electra.embedding_sharing
+  if sharing == "shared" or "discriminator" not in networks:
+    return config, params
+  own = electra.discriminator_embeddings(params, sharing)
+  config = config.copy_and_resolve_references()
+  if list(networks) == ["discriminator"]:
+    params = {name: value for name, value in params.items()
+              if name != electra.DISCRIMINATOR_EMBEDDINGS}
+    params["embeddings"] = own
+    config.electra.embedding_sharing = "shared"
+  else:
+    params = {**params, electra.DISCRIMINATOR_EMBEDDINGS: own}
+    config.electra.embedding_sharing = "none"
+  return config, params
 
 
 def _read_params(path: str) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from electra_jax.errors import DataError
+from electra_jax.models.electra import DISCRIMINATOR_EMBEDDINGS
 
 Path = tuple[str, ...]
 
@@ -91,7 +92,13 @@ def hf_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def to_hf(params: Mapping, network: str) -> dict[str, np.ndarray]:
-  """The state dict of one network (`discriminator` or `generator`), float32, contiguous."""
+  """The state dict of one network (`discriminator` or `generator`), float32, contiguous.
+
+  A tree that keeps the discriminator's embeddings apart (`discriminator_embeddings`,
+  a whole set: flax_format.read folds a GDES residual in) gives the discriminator those.
+  """
+  if network == "discriminator" and DISCRIMINATOR_EMBEDDINGS in params:
+    params = {**params, "embeddings": params[DISCRIMINATOR_EMBEDDINGS]}
   return subtrees_to_hf(params, NETWORKS[network])
 
 

@@ -28,6 +28,7 @@ from electra_jax.convert import flax_format, hf, hf_params, hf_tokenizer
 from electra_jax.data import any_tokenizer
 from electra_jax.data.wordpiece import WordPieceTokenizer
 from electra_jax.errors import ConfigError, DataError
+from electra_jax.models import electra
 from electra_jax.runtime import fileio
 
 NETWORK_DIRS = ("discriminator", "generator")  # the sub-folders of a `--format=hf` export
@@ -88,13 +89,18 @@ def init_from_hf(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              discriminator.weights_path)
   generator_params = hf_params.from_hf(generator.tensors, shapes, "generator",
                                        generator.weights_path)
+  sharing = config.electra.embedding_sharing
   shared = flax.traverse_util.flatten_dict(params["embeddings"])
   for name, value in flax.traverse_util.flatten_dict(generator_params["embeddings"]).items():
-    hf_params.warn_if_different(
-        value, shared[name], f"{generator.weights_path}: embeddings/{'/'.join(name)}",
-        "the discriminator's")
+    # What the config shares must be one set: all of it, or under GDES all but the words.
+    if sharing == "shared" or (sharing == "gdes" and name[0] != "word_embeddings"):
+      hf_params.warn_if_different(
+          value, shared[name], f"{generator.weights_path}: embeddings/{'/'.join(name)}",
+          "the discriminator's")
   params.update(generator=generator_params["generator"],
-                generator_head=generator_params["generator_head"])
+                generator_head=generator_params["generator_head"],
+                **electra.embeddings_from_networks(generator_params["embeddings"],
+                                                   params["embeddings"], sharing))
   params = _reorder_vocabulary(params, vocabulary.order)
   _save_vocabulary(vocabulary, workdir, config.data.lowercase)
   logging.info("Initialized every parameter from %s", source)
@@ -124,8 +130,10 @@ def _check_config(config: ml_collections.ConfigDict, model: ml_collections.Confi
 
 def _reorder_vocabulary(params: dict, order: np.ndarray) -> dict:
   """Vocabulary rows in our id order (the order `hf_tokenizer.read_tokenizer` chose)."""
-  params["embeddings"]["word_embeddings"]["embedding"] = (
-      params["embeddings"]["word_embeddings"]["embedding"][order])
+  for name in ("embeddings", electra.DISCRIMINATOR_EMBEDDINGS):
+    if name in params:
+      params[name]["word_embeddings"]["embedding"] = (
+          params[name]["word_embeddings"]["embedding"][order])
   if "generator_head" in params:
     params["generator_head"]["output_bias"] = params["generator_head"]["output_bias"][order]
   return params

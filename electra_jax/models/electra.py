@@ -7,6 +7,16 @@ The parameter tree makes the sharing explicit:
   generator_head      its MLM head (output tied to the word embeddings)
   discriminator       its projection and layers
   discriminator_head  its replaced-token-detection head
+  discriminator_embeddings  with electra.embedding_sharing "none", the
+                      discriminator's own embeddings (`embeddings` are then the
+                      generator's); with "gdes", only its residual word table
+
+GDES (DeBERTaV3, arXiv 2111.09543): the discriminator embeds a token as the
+shared word table's row, through a stop-gradient, plus its residual table's
+row; the generator's MLM loss alone trains the shared table, so the two
+losses no longer pull the same embeddings in different directions.
+`discriminator_embeddings(params, sharing)` gives the one set of embeddings the
+discriminator reads, whatever the sharing: exports and fine-tuning use that.
 
 Each network is a method applied with the full params:
 `model.apply({'params': p}, ..., method='generator_logits')`. A method reads only
@@ -18,6 +28,8 @@ discriminator-sized encoder with the MLM head. Its tree is embeddings,
 discriminator (the encoder: the name every reader of a pre-trained encoder
 expects) and generator_head (the MLM head, here on the full-size encoder).
 """
+
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -80,6 +92,25 @@ def masked_lm_logits(embeddings: SharedEmbeddings, encoder: Encoder, head: Gener
   return head(at_positions, embeddings)
 
 
+DISCRIMINATOR_EMBEDDINGS = "discriminator_embeddings"
+
+
+class WordEmbeddingResidual(nn.Module):
+  """GDES's word table of the discriminator's own, added to the shared table's rows; zero at
+  first, so the discriminator starts from the shared embeddings."""
+
+  vocab_size: int
+  embedding_size: int
+
+  def setup(self):
+    self.word_embeddings = nn.Embed(
+        self.vocab_size, self.embedding_size, dtype=jnp.float32,
+        embedding_init=partitioned(nn.initializers.zeros_init(), "vocab", "embed"))
+
+  def __call__(self, input_ids: jax.Array) -> jax.Array:
+    return self.word_embeddings(input_ids)
+
+
 class _Pretrainer(nn.Module):
   """What both pre-training models have: the shared embeddings, the encoder that
   pre-training is for (named "discriminator", as every reader of a pre-trained
@@ -104,12 +135,19 @@ class ElectraPretrainer(_Pretrainer):
   """Generator + discriminator with shared embeddings, for pre-training."""
 
   generator_sizes: EncoderSizes
+  embedding_sharing: str = "shared"  # electra.embedding_sharing
 
   def setup(self):
     super().setup()
     self.generator = Encoder(self.generator_sizes, self.settings)
     self.discriminator_head = DiscriminatorHead(self.discriminator_sizes.hidden_size,
                                                 self.settings)
+    if self.embedding_sharing == "none":
+      self.discriminator_embeddings = SharedEmbeddings(
+          self.vocab_size, self.embedding_size, self.max_position_embeddings,
+          self.type_vocab_size, self.settings)
+    elif self.embedding_sharing == "gdes":
+      self.discriminator_embeddings = WordEmbeddingResidual(self.vocab_size, self.embedding_size)
 
   def generator_logits(self, input_ids: jax.Array, token_type_ids: jax.Array,
                        positions: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -127,7 +165,12 @@ class ElectraPretrainer(_Pretrainer):
     """
     if attention_mask is None:
       attention_mask = input_ids != PAD_ID
-    embedded = self.embeddings(input_ids, token_type_ids, deterministic)
+    if self.embedding_sharing == "none":
+      embedded = self.discriminator_embeddings(input_ids, token_type_ids, deterministic)
+    else:
+      residual = (self.discriminator_embeddings(input_ids)
+                  if self.embedding_sharing == "gdes" else None)
+      embedded = self.embeddings(input_ids, token_type_ids, deterministic, residual)
     hidden = self.discriminator(embedded, attention_mask, deterministic)
     return self.discriminator_head(hidden)
 
@@ -178,7 +221,7 @@ def build_pretrainer(config: ml_collections.ConfigDict, ops: Ops = Ops()) -> Pre
   if config.objective == "mlm":
     return MaskedLMPretrainer(**shared)
   return ElectraPretrainer(generator_sizes=EncoderSizes(**config_lib.generator_dims(config)),
-                           **shared)
+                           embedding_sharing=config.electra.embedding_sharing, **shared)
 
 
 def init_partitioned_params(model: Pretrainer, rng: jax.Array, seq_length: int,
@@ -202,17 +245,49 @@ def init_params(model: Pretrainer, rng: jax.Array, seq_length: int,
 def parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
   """Parameter counts from the config alone (shapes only, no memory, no data).
 
-  `discriminator` includes the shared embeddings (it is the model users keep;
-  MLM's encoder); `generator` counts the generator's own parameters only (for
-  MLM, its head's).
+  `discriminator` includes the embeddings it reads, as exported (it is the model
+  users keep; MLM's encoder); `generator` counts the generator's own parameters
+  only (for MLM, its head's; with separate embeddings, its embeddings too).
+  `total` counts what training holds, a GDES residual included.
   """
   model = build_pretrainer(config)
   shapes = jax.eval_shape(lambda rng: init_params(model, rng, 8, 1), jax.random.PRNGKey(0))
   count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
   own = lambda *names: sum(count(shapes[n]) for n in names if n in shapes)
+  separate = config.objective == "electra" and config.electra.embedding_sharing == "none"
+  embeddings = DISCRIMINATOR_EMBEDDINGS if separate else "embeddings"
   return dict(
-      embeddings=own("embeddings"),
-      generator=own("generator", "generator_head"),
-      discriminator=own("embeddings", "discriminator", "discriminator_head"),
+      embeddings=own(embeddings),
+      generator=own("generator", "generator_head", *(["embeddings"] if separate else [])),
+      discriminator=own(embeddings, "discriminator", "discriminator_head"),
       total=count(shapes),
   )
+
+
+def discriminator_embeddings(params: Mapping, sharing: str) -> dict:
+  """The one set of embeddings the discriminator reads (word, position, token type, LayerNorm):
+  the shared set, its own ("none"), or under GDES the shared set with the residual added to
+  the word table, which is what an export or fine-tuning takes."""
+  if sharing == "none":
+    return params[DISCRIMINATOR_EMBEDDINGS]
+  shared = params["embeddings"]
+  if sharing == "shared":
+    return shared
+  word = shared["word_embeddings"]["embedding"]
+  residual = params[DISCRIMINATOR_EMBEDDINGS]["word_embeddings"]["embedding"]
+  return {**shared, "word_embeddings": {"embedding": word + residual}}
+
+
+def embeddings_from_networks(generator: Mapping, discriminator: Mapping, sharing: str) -> dict:
+  """The embedding entries of our tree from each network's own set (an imported pair): the
+  inverse of `discriminator_embeddings`. Under "shared" the discriminator's set is kept; under
+  "gdes" the discriminator's word table becomes the residual over the generator's, and its
+  other embeddings must be the generator's (the caller checks)."""
+  if sharing == "shared":
+    return {"embeddings": dict(discriminator)}
+  if sharing == "none":
+    return {"embeddings": dict(generator), DISCRIMINATOR_EMBEDDINGS: dict(discriminator)}
+  residual = (discriminator["word_embeddings"]["embedding"] -
+              generator["word_embeddings"]["embedding"])
+  return {"embeddings": dict(generator),
+          DISCRIMINATOR_EMBEDDINGS: {"word_embeddings": {"embedding": residual}}}

@@ -251,11 +251,15 @@ class SharedEmbeddings(nn.Module):
     self.layer_norm = s.layer_norm("layer_norm", "embed")
     self.dropout = Dropout(s.dropout_rate)
 
-  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array,
-               deterministic: bool) -> jax.Array:
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, deterministic: bool,
+               word_residual: jax.Array | None = None) -> jax.Array:
+    """Embedded tokens; with `word_residual` (GDES, the discriminator's own rows for
+    `input_ids`), the word table's rows pass no gradient back and the residual's are added."""
     positions = jnp.arange(input_ids.shape[-1])[None, :]
-    x = (self.word_embeddings(input_ids) + self.position_embeddings(positions) +
-         self.token_type_embeddings(token_type_ids))
+    words = self.word_embeddings(input_ids)
+    if word_residual is not None:
+      words = jax.lax.stop_gradient(words) + word_residual
+    x = words + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
     x = nn.with_logical_constraint(self.layer_norm(x), ACTIVATION_EMBED)
     return self.dropout(x, deterministic=deterministic)
 

@@ -43,7 +43,8 @@ EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data it
 _FIXED_FIELDS = (*(f"config.model.{name}" for name in (
     "vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads",
     "intermediate_size", "generator_size", "generator_layers", "max_position_embeddings",
-    "type_vocab_size")), "config.objective", "tokenizer_sha256")
+    "type_vocab_size")), "config.objective", "config.electra.embedding_sharing",
+    "tokenizer_sha256")
 # ...always where and how it runs: devices, logging, evaluation, checkpoints...
 _FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.train.log_every",
                 "config.train.eval_every", "config.train.eval_batches", "config.train.dry_run",
@@ -61,7 +62,7 @@ def log_parameter_counts(config: ml_collections.ConfigDict) -> None:
   counts = electra.parameter_counts(config)
   names = (("encoder", "MLM head") if config.objective == "mlm" else
            ("discriminator", "generator's own"))
-  logging.info("Parameters: %s %s (with shared embeddings %s), %s %s, total %s", names[0],
+  logging.info("Parameters: %s %s (with its embeddings %s), %s %s, total %s", names[0],
                f"{counts['discriminator']:,}", f"{counts['embeddings']:,}", names[1],
                f"{counts['generator']:,}", f"{counts['total']:,}")
 
