@@ -15,6 +15,12 @@ from electra_jax.errors import ConfigError
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLEMENTATIONS = ("einsum", "dot_product")
 REMAT_POLICIES = ("none", "full", "dots")
+POSITION_EMBEDDINGS = ("absolute", "rotary")
+FEED_FORWARDS = ("gelu", "geglu")
+NORM_POSITIONS = ("post", "pre")
+# The backbone as transformers' ELECTRA has it; other values cannot be exported there.
+CLASSIC_BACKBONE = {"position_embedding": "absolute", "feed_forward": "gelu",
+                    "norm_position": "post", "use_bias": True}
 NONFINITE_POLICIES = ("stop", "skip")
 
 # The device mesh's axes, outermost first: pure data parallelism, data parallelism
@@ -99,6 +105,14 @@ def default_config() -> ml_collections.ConfigDict:
   # Activation memory for compute: "full" recomputes each layer in the backward
   # pass, "dots" keeps the dense layers' outputs and recomputes the rest.
   c.model.remat = "none"
+  # The backbone. The defaults are BERT's and ELECTRA's, which transformers' ELECTRA
+  # loads; ModernBERT's (arXiv 2412.13663) choices, each on its own: "rotary"
+  # position embeddings (no absolute table), a "geglu" feed-forward, "pre"
+  # LayerNorm (before each sublayer, and a final one), linear layers without biases.
+  c.model.position_embedding = "absolute"
+  c.model.feed_forward = "gelu"
+  c.model.norm_position = "post"
+  c.model.use_bias = True
 
   # "electra": replaced token detection (a generator corrupts, the discriminator
   # spots). "mlm": BERT's masked language modelling with the discriminator-sized

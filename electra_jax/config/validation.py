@@ -8,7 +8,8 @@ import ml_collections
 
 from electra_jax.config.schema import (ATTENTION_IMPLEMENTATIONS, DEFAULT_AXIS_RULES, DTYPES,
                                        EMBEDDING_SHARING, MESH_AXES, NONFINITE_POLICIES,
-                                       OBJECTIVES, REMAT_POLICIES, generator_dims,
+                                       FEED_FORWARDS, NORM_POSITIONS, OBJECTIVES,
+                                       POSITION_EMBEDDINGS, REMAT_POLICIES, generator_dims,
                                        masking_probs, max_predictions_per_seq, mesh_axes_of)
 from electra_jax.errors import ConfigError
 
@@ -62,6 +63,11 @@ RULES: dict[str, Rule] = {
     "model.attention": (lambda v: v in ATTENTION_IMPLEMENTATIONS,
                         f"one of {', '.join(ATTENTION_IMPLEMENTATIONS)}"),
     "model.remat": (lambda v: v in REMAT_POLICIES, f"one of {', '.join(REMAT_POLICIES)}"),
+    "model.position_embedding": (lambda v: v in POSITION_EMBEDDINGS,
+                                 f"one of {', '.join(POSITION_EMBEDDINGS)}"),
+    "model.feed_forward": (lambda v: v in FEED_FORWARDS, f"one of {', '.join(FEED_FORWARDS)}"),
+    "model.norm_position": (lambda v: v in NORM_POSITIONS, f"one of {', '.join(NORM_POSITIONS)}"),
+    "model.use_bias": (lambda v: isinstance(v, bool), "True or False"),
     "objective": (lambda v: v in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
     "masking.mask_rate": OPEN_FRACTION,
     "masking.mask_token_prob": PROBABILITY_OR_UNSET,
@@ -173,6 +179,13 @@ def _validate_relations(config: ml_collections.ConfigDict) -> None:
         f"config field 'model.generator_size' = {m.generator_size} gives a generator with "
         f"hidden size {generator['hidden_size']} and {generator['num_heads']} heads, which do "
         "not divide; choose a fraction that keeps hidden size divisible by heads")
+  if m.position_embedding == "rotary":
+    for name, hidden, heads in (("discriminator", m.hidden_size, m.num_heads),
+                                ("generator", generator["hidden_size"], generator["num_heads"])):
+      if (hidden // heads) % 2:
+        raise ConfigError(f"config field 'model.position_embedding' = 'rotary' rotates pairs of "
+                          f"features, but the {name}'s heads have {hidden // heads}, an odd "
+                          "number; choose sizes whose head size is even")
   if d.max_seq_length > m.max_position_embeddings:
     raise ConfigError(f"config field 'data.max_seq_length' = {d.max_seq_length} exceeds "
                       f"'model.max_position_embeddings' = {m.max_position_embeddings}")

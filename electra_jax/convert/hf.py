@@ -18,7 +18,7 @@ import numpy as np
 from electra_jax import config as config_lib
 from electra_jax.convert import hf_params, hf_tokenizer, import_optional
 from electra_jax.data.any_tokenizer import AnyTokenizer
-from electra_jax.errors import DataError
+from electra_jax.errors import DataError, UserError
 from electra_jax.runtime.fileio import atomic_write
 from electra_jax.vocabulary import PAD_ID
 
@@ -67,8 +67,15 @@ class HFNetwork:
 
 
 def hf_config(config: ml_collections.ConfigDict, network: str) -> dict[str, Any]:
-  """transformers' config.json for one network of our model."""
+  """transformers' config.json for one network of our model; a backbone that transformers'
+  ELECTRA cannot express is refused, naming the field."""
   m = config.model
+  for field, classic in config_lib.CLASSIC_BACKBONE.items():
+    if m[field] != classic:
+      raise UserError(f"model.{field} is {m[field]!r}, which transformers' ELECTRA cannot "
+                      f"express (it has {classic!r}); such a model stays with electra_jax: "
+                      "export a pre-training run with --format=flax, and predict with "
+                      "electra_jax.predict from a fine-tuning run")
   sizes = (config_lib.generator_dims(config) if network == "generator" else
            {field: m[field] for field in _SIZE_FIELDS})
   return {

@@ -210,7 +210,9 @@ def build_pretrainer(config: ml_collections.ConfigDict, ops: Ops = Ops()) -> Pre
                            initializer_range=m.initializer_range,
                            layer_norm_eps=m.layer_norm_eps,
                            dtype=jnp.dtype(m.dtype), attention=m.attention, remat=m.remat,
-                           ops=ops)
+                           ops=ops, position_embedding=m.position_embedding,
+                           feed_forward=m.feed_forward, norm_position=m.norm_position,
+                           use_bias=m.use_bias)
   shared = dict(vocab_size=m.vocab_size, embedding_size=m.embedding_size,
                 max_position_embeddings=m.max_position_embeddings,
                 type_vocab_size=m.type_vocab_size,

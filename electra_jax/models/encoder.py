@@ -1,8 +1,12 @@
 """The BERT-style Transformer encoder that both ELECTRA networks are made of.
 
-Post-LayerNorm blocks with exact (erf) GELU and LayerNorm epsilon 1e-12, as in
-BERT and the original ELECTRA, so that weights move to and from Hugging Face
-unchanged.
+By default post-LayerNorm blocks with exact (erf) GELU, absolute position
+embeddings, biases and LayerNorm epsilon 1e-12, as in BERT and the original
+ELECTRA, so that weights move to and from Hugging Face unchanged. ModernBERT's
+choices (arXiv 2412.13663) are settings of their own: rotary position
+embeddings on queries and keys (no absolute table), a GeGLU feed-forward
+(gelu(x W) * (x V)), pre-LayerNorm blocks with a final LayerNorm, and linear
+layers without biases.
 
 Mixed precision: parameters are always float32 (the optimizer's master copy);
 `dtype` is the compute dtype of the matmuls. With bfloat16 the matmuls take
@@ -61,6 +65,11 @@ class ModelSettings:
   attention: str = "einsum"  # or "dot_product": jax.nn.dot_product_attention
   remat: str = "none"  # recompute in the backward pass: "full" layers or all but "dots"
   ops: Ops = Ops()  # the forms of the operations, chosen for the target devices
+  # The backbone (model.position_embedding, .feed_forward, .norm_position, .use_bias).
+  position_embedding: str = "absolute"  # or "rotary"
+  feed_forward: str = "gelu"  # or "geglu"
+  norm_position: str = "post"  # or "pre"
+  use_bias: bool = True
 
   def kernel_init(self, *axes: str | None) -> nn.initializers.Initializer:
     return partitioned(nn.initializers.normal(self.initializer_range), *axes)
@@ -78,7 +87,7 @@ class ModelSettings:
     It computes in the compute dtype unless `dtype` says otherwise.
     """
     return nn.Dense(features, dtype=dtype or self.dtype, kernel_init=self.kernel_init(*axes),
-                    dot_general=self.ops.dot_general,
+                    dot_general=self.ops.dot_general, use_bias=self.use_bias,
                     bias_init=partitioned(nn.initializers.zeros, axes[1]), name=name)
 
 
@@ -99,12 +108,29 @@ class HeadsProjection(nn.Module):
   settings: ModelSettings
 
   @nn.compact
-  def __call__(self) -> tuple[jax.Array, jax.Array]:
+  def __call__(self) -> tuple[jax.Array, jax.Array | None]:
     kernel = self.param("kernel", self.settings.kernel_init("hidden", "heads", "kv"),
                         self.shape, jnp.float32)
+    if not self.settings.use_bias:
+      return kernel, None
     bias = self.param("bias", partitioned(nn.initializers.zeros, "heads", "kv"), self.shape[1:],
                       jnp.float32)
     return kernel, bias
+
+
+ROTARY_BASE = 10_000.0  # RoFormer's wavelength base
+
+
+def rotary(x: jax.Array) -> jax.Array:
+  """Rotary position embedding (RoFormer, arXiv 2104.09864) of [batch, length, heads, size]:
+  feature i and i + size/2 turn by position x base^(-2i/size), in float32, as in GPT-NeoX."""
+  half = x.shape[-1] // 2
+  frequencies = ROTARY_BASE**(-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * frequencies
+  cos, sin = (f(angles)[None, :, None, :] for f in (jnp.cos, jnp.sin))
+  first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([first * cos - second * sin, second * cos + first * sin],
+                         axis=-1).astype(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -128,10 +154,13 @@ class SelfAttention(nn.Module):
     kernel = jnp.stack(kernels, axis=2).reshape(hidden, -1)
     projected = s.ops.dot_general(x.astype(s.dtype), kernel.astype(s.dtype),
                                   (((x.ndim - 1,), (0,)), ((), ())))
-    projected = (projected.reshape(*x.shape[:-1], heads, 3, head_dim) +
-                 jnp.stack(biases, axis=1).astype(s.dtype))
+    projected = projected.reshape(*x.shape[:-1], heads, 3, head_dim)
+    if s.use_bias:
+      projected = projected + jnp.stack(biases, axis=1).astype(s.dtype)
     query, key, value = (nn.with_logical_constraint(projected[..., i, :], ACTIVATION_HEADS)
                          for i in range(3))
+    if s.position_embedding == "rotary":
+      query, key = rotary(query), rotary(key)
     if s.attention == "dot_product":
       context = jax.nn.dot_product_attention(query, key, value,
                                              mask=attention_mask[:, None, None, :],
@@ -143,7 +172,7 @@ class SelfAttention(nn.Module):
       context = s.ops.run_attention(attend, query, key, value, attention_mask)
     context = nn.with_logical_constraint(context, ACTIVATION_HEADS)
     return nn.Einsum((heads, head_dim, self.sizes.hidden_size), "blhk,hkd->bld", dtype=s.dtype,
-                     kernel_init=s.kernel_init("heads", "kv", "hidden"),
+                     kernel_init=s.kernel_init("heads", "kv", "hidden"), use_bias=s.use_bias,
                      bias_init=partitioned(nn.initializers.zeros, "hidden"),
                      name="output")(context)
 
@@ -172,7 +201,8 @@ REMAT_POLICIES = {
 
 
 class TransformerLayer(nn.Module):
-  """Attention and feed-forward, each followed by dropout, residual and LayerNorm."""
+  """Attention and feed-forward, each with dropout and a residual connection, and a LayerNorm
+  after the sum (post, BERT's) or before the sublayer (pre)."""
 
   sizes: EncoderSizes
   settings: ModelSettings
@@ -181,14 +211,25 @@ class TransformerLayer(nn.Module):
   def __call__(self, x: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
     s = self.settings
     dropout = Dropout(s.dropout_rate)
-    attended = SelfAttention(self.sizes, s, name="attention")(x, attention_mask, deterministic)
-    x = s.layer_norm("attention_layer_norm", "hidden")(
-        x + dropout(attended, deterministic=deterministic))
-    hidden = s.ops.gelu(s.dense(self.sizes.intermediate_size, "intermediate", ("hidden", "mlp"))(x))
-    hidden = nn.with_logical_constraint(hidden, ACTIVATION_MLP)
-    out = s.dense(self.sizes.hidden_size, "output", ("mlp", "hidden"))(hidden)
-    x = s.layer_norm("output_layer_norm", "hidden")(
-        x + dropout(out, deterministic=deterministic))
+    attention = SelfAttention(self.sizes, s, name="attention")
+
+    def feed_forward(h: jax.Array) -> jax.Array:
+      """GELU(h W) V, or with GeGLU (gelu(h W) * (h U)) V; its layers are this layer's."""
+      up = lambda name: s.dense(self.sizes.intermediate_size, name, ("hidden", "mlp"))(h)
+      hidden = s.ops.gelu(up("intermediate"))
+      if s.feed_forward == "geglu":
+        hidden = hidden * up("intermediate_gate")
+      hidden = nn.with_logical_constraint(hidden, ACTIVATION_MLP)
+      return s.dense(self.sizes.hidden_size, "output", ("mlp", "hidden"))(hidden)
+
+    sublayers = ((lambda h: attention(h, attention_mask, deterministic), "attention_layer_norm"),
+                 (feed_forward, "output_layer_norm"))
+    for sublayer, norm_name in sublayers:
+      norm = s.layer_norm(norm_name, "hidden")
+      if s.norm_position == "pre":
+        x = x + dropout(sublayer(norm(x)), deterministic=deterministic)
+      else:
+        x = norm(x + dropout(sublayer(x), deterministic=deterministic))
     return nn.with_logical_constraint(x, ACTIVATION_HIDDEN)
 
 
@@ -222,7 +263,10 @@ class Encoder(nn.Module):
         x = each(x, attention_mask, deterministic)
       return x
 
-    return self.settings.ops.run_layers(run_layers, x, attention_mask)
+    x = self.settings.ops.run_layers(run_layers, x, attention_mask)
+    if self.settings.norm_position == "pre":  # the residual stream is never normalized else
+      x = self.settings.layer_norm("final_layer_norm", "hidden")(x)
+    return x
 
 
 class SharedEmbeddings(nn.Module):
@@ -245,8 +289,11 @@ class SharedEmbeddings(nn.Module):
     embed = lambda n, rows, name: nn.Embed(n, self.embedding_size, dtype=jnp.float32,
                                            embedding_init=s.kernel_init(rows, "embed"), name=name)
     self.word_embeddings = embed(self.vocab_size, "vocab", "word_embeddings")
-    # Positions and token types are few: their rows are never split.
-    self.position_embeddings = embed(self.max_position_embeddings, None, "position_embeddings")
+    # Positions and token types are few: their rows are never split. Rotary
+    # positions turn queries and keys instead (SelfAttention).
+    if s.position_embedding == "absolute":
+      self.position_embeddings = embed(self.max_position_embeddings, None,
+                                       "position_embeddings")
     self.token_type_embeddings = embed(self.type_vocab_size, None, "token_type_embeddings")
     self.layer_norm = s.layer_norm("layer_norm", "embed")
     self.dropout = Dropout(s.dropout_rate)
@@ -259,7 +306,9 @@ class SharedEmbeddings(nn.Module):
     words = self.word_embeddings(input_ids)
     if word_residual is not None:
       words = jax.lax.stop_gradient(words) + word_residual
-    x = words + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+    x = words + self.token_type_embeddings(token_type_ids)
+    if self.settings.position_embedding == "absolute":
+      x = x + self.position_embeddings(positions)
     x = nn.with_logical_constraint(self.layer_norm(x), ACTIVATION_EMBED)
     return self.dropout(x, deterministic=deterministic)
 

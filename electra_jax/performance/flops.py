@@ -58,11 +58,13 @@ class Peak:
 
 
 def encoder_forward_flops(hidden: int, intermediate: int, layers: int, embedding: int,
-                          length: int) -> dict[str, float]:
-  """Forward matmul FLOPs per token of one Transformer stack, by part."""
+                          length: int, feed_forward: str = "gelu") -> dict[str, float]:
+  """Forward matmul FLOPs per token of one Transformer stack, by part (GeGLU's feed-forward
+  has a third matrix, its gate)."""
+  feed_forward_matrices = 3 if feed_forward == "geglu" else 2
   return dict(
       projection=2.0 * embedding * hidden if embedding != hidden else 0.0,
-      dense=layers * 2.0 * (4 * hidden * hidden + 2 * hidden * intermediate),
+      dense=layers * 2.0 * (4 * hidden * hidden + feed_forward_matrices * hidden * intermediate),
       attention=layers * 2.0 * 2 * length * hidden,  # scores and weighted values
   )
 
@@ -82,7 +84,7 @@ def step_flops(config: ml_collections.ConfigDict) -> dict[str, float]:
   mlm_head = lambda hidden: predictions * 2.0 * (hidden * m.embedding_size +
                                                  m.embedding_size * m.vocab_size)
   disc_stack = encoder_forward_flops(m.hidden_size, m.intermediate_size, m.num_layers,
-                                     m.embedding_size, length)
+                                     m.embedding_size, length, m.feed_forward)
   forward = dict(discriminator=tokens * sum(disc_stack.values()),
                  discriminator_attention=tokens * disc_stack["attention"])
   if config.objective == "mlm":
@@ -90,7 +92,8 @@ def step_flops(config: ml_collections.ConfigDict) -> dict[str, float]:
   else:
     gen = config_lib.generator_dims(config)
     gen_stack = encoder_forward_flops(gen["hidden_size"], gen["intermediate_size"],
-                                      gen["num_layers"], m.embedding_size, length)
+                                      gen["num_layers"], m.embedding_size, length,
+                                      m.feed_forward)
     forward.update(
         generator=tokens * sum(gen_stack.values()),
         generator_attention=tokens * gen_stack["attention"],

@@ -43,7 +43,8 @@ EVAL_STREAM = 0x0E7A1  # folded into the seed's key: evaluation corrupts data it
 _FIXED_FIELDS = (*(f"config.model.{name}" for name in (
     "vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads",
     "intermediate_size", "generator_size", "generator_layers", "max_position_embeddings",
-    "type_vocab_size")), "config.objective", "config.electra.embedding_sharing",
+    "type_vocab_size", "position_embedding", "feed_forward", "norm_position", "use_bias")),
+    "config.objective", "config.electra.embedding_sharing",
     "tokenizer_sha256")
 # ...always where and how it runs: devices, logging, evaluation, checkpoints...
 _FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.train.log_every",
