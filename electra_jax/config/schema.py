@@ -182,6 +182,16 @@ def default_config() -> ml_collections.ConfigDict:
   # (steps, learning rate, batch size, ...). Model sizes and tokenizer never change.
   c.checkpoint.allow_config_change = False
 
+  # Frozen-encoder probes of the discriminator during training (electra_jax/probes/):
+  # every `every` steps and at the last one (0: never), on the STS-B and SST-2 of
+  # `glue_dir` and the CoNLL-2003 of `conll_dir` (a probe without its data is skipped).
+  c.probes = ml_collections.ConfigDict()
+  c.probes.every = 0
+  c.probes.glue_dir = ""
+  c.probes.conll_dir = ""
+  c.probes.max_examples = 1000  # training examples of each probe's head
+  c.probes.max_seq_length = 64
+
   # The device mesh: how many devices along each axis. -1 takes the devices the
   # others leave (at most one -1); the product must equal the device count.
   c.mesh = ml_collections.ConfigDict()

@@ -48,15 +48,16 @@ class Discriminator:
   tokenizer: any_tokenizer.AnyTokenizer
 
 
-def load_discriminator(path: str) -> Discriminator:
-  """The discriminator saved at `path`, whichever of the four places it is."""
+def load_discriminator(path: str, step: int | None = None) -> Discriminator:
+  """The discriminator saved at `path`, whichever of the four places it is; with `step`, that
+  of a pre-training workdir's checkpoint of that step."""
   if not fileio.is_dir(path):
     raise DataError(f"{path} is not a directory: give a Hugging Face ELECTRA folder, an export "
                     "of electra_jax (--format=hf or flax) or a pre-training workdir")
   if fileio.is_dir(os.path.join(path, "discriminator")):
     path = os.path.join(path, "discriminator")
-  if flax_format.is_saved_model(path):
-    saved = flax_format.read(path, ["discriminator"])
+  if step is not None or flax_format.is_saved_model(path):
+    saved = flax_format.read(path, ["discriminator"], step)
     return Discriminator(saved.config.model, saved.params, saved.tokenizer)
   if fileio.is_url(path):
     raise DataError(f"{path} is not a run or --format=flax export of electra_jax, the models "

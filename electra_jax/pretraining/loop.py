@@ -30,6 +30,7 @@ from electra_jax.data import loader
 from electra_jax.errors import DataError, UserError
 from electra_jax.models import electra
 from electra_jax.performance import flops, program_cost
+from electra_jax.probes.pretraining import PretrainingProbes
 from electra_jax.pretraining import objective
 from electra_jax.pretraining import train_step as train_step_lib
 from electra_jax.runtime import (checkpointing, distributed, fileio, metric_writer, sharding,
@@ -47,7 +48,7 @@ _FIXED_FIELDS = (*(f"config.model.{name}" for name in (
     "config.objective", "config.electra.embedding_sharing",
     "tokenizer_sha256")
 # ...always where and how it runs: devices, logging, evaluation, checkpoints...
-_FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.train.log_every",
+_FREE_FIELDS = ("config.mesh.", "config.checkpoint.", "config.probes.", "config.train.log_every",
                 "config.train.eval_every", "config.train.eval_batches", "config.train.dry_run",
                 "config.train.on_nonfinite", "config.train.wandb_project",
                 "config.data.num_workers", "config.data.dir",
@@ -278,6 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tokens_per_step = t.batch_size * config.data.max_seq_length
   writer = (metric_writer.MetricWriter(workdir, start_step, t.wandb_project, config.to_dict())
             if primary else _Discard())
+  probes = PretrainingProbes(config, data.tokenizer)
+  random_probed = start_step > 0  # the random-weight baseline is logged once, at step 0
   eval_metrics, unchecked = {}, []
   # The step was compiled ahead of time: the first one is timed like the others.
   window, window_start = [], time.perf_counter()
@@ -308,6 +311,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           logging.info("eval at step %d: %s", step,
                        ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
           window_start = time.perf_counter()  # evaluation time is not training time
+        if probes.due(step):
+          params = sharding.to_host(state.params)  # every process takes part in gathering
+          if primary and not random_probed:
+            writer.write(0, "probe_random", probes.random_scores(params))
+            random_probed = True
+          if primary:
+            scores = probes.scores(params)
+            writer.write(step, "probe", scores)
+            logging.info("probes at step %d: %s", step,
+                         ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+          window_start = time.perf_counter()
         stopping = stop_signal.reached(step)
         if stopping or step == t.steps or checkpoints.should_save(step):
           check_finite(unchecked, t.on_nonfinite, checkpoints)

@@ -1,0 +1,77 @@
+r"""Score a pre-trained encoder with frozen-encoder probes, beside random weights.
+
+  python -m electra_jax.probe --model=/tmp/electra --glue_dir=../shared/data \
+      --conll_dir=../shared/data/conll2003
+
+--model is a pre-training workdir (with --step, one of its checkpoints), an
+export of electra_jax or a Hugging Face ELECTRA folder. Each probe trains a
+ridge head on the frozen encoder's features (electra_jax/probes/signals.py
+lists them) and is printed beside the same architecture with random weights,
+whose lexical features are a strong baseline: a probe says something about
+pre-training only where the model is above that column. Seconds per model
+for the tiny config on a CPU.
+"""
+
+import json
+
+import numpy as np
+from absl import flags, logging
+
+from electra_jax import cli
+from electra_jax.convert import pretrained
+from electra_jax.errors import UserError
+from electra_jax.probes import features, signals
+from electra_jax.runtime import fileio
+
+_MODEL = flags.DEFINE_string(
+    "model", None, "The encoder: a pre-training workdir, an export, or a Hugging Face folder.")
+_STEP = flags.DEFINE_integer(
+    "step", None, "Probe the workdir's checkpoint of this step instead of its final parameters.",
+    lower_bound=1)
+_GLUE_DIR = flags.DEFINE_string(
+    "glue_dir", "", "GLUE root with STS-B/ and SST-2/ (train.tsv, dev.tsv); those probes are "
+    "skipped without it.")
+_CONLL_DIR = flags.DEFINE_string(
+    "conll_dir", "", "Folder of CoNLL-2003's train and dev files; that probe is skipped "
+    "without it.")
+_MAX_EXAMPLES = flags.DEFINE_integer(
+    "max_examples", 2000, "Training examples per probe head (the same sample for every model).",
+    lower_bound=10)
+_MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", 64, "Tokens per sentence.",
+                                       lower_bound=8)
+_RANDOM_SEEDS = flags.DEFINE_list(
+    "random_seeds", ["0", "1", "2"], "Seeds of the random-weight baselines (their median and "
+    "range are printed).")
+_JSON = flags.DEFINE_string("json", None, "Also write the scores to this JSON file.")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; see --help")
+  if not _MODEL.value:
+    raise UserError("--model is required; see --help")
+  data = signals.load(_GLUE_DIR.value, _CONLL_DIR.value, _MAX_EXAMPLES.value,
+                      _MAX_SEQ_LENGTH.value)
+  discriminator = pretrained.load_discriminator(_MODEL.value, _STEP.value)
+  model = signals.run(discriminator, data)
+  if not model:
+    raise UserError("no probe has its data: give --glue_dir (with STS-B/ and SST-2/) or "
+                    "--conll_dir")
+  random = [signals.run(features.random_discriminator(discriminator, int(seed)), data)
+            for seed in _RANDOM_SEEDS.value]
+  lines = ["probe | model | random weights (median, min-max)", "---|---|---"]
+  for name, score in model.items():
+    baseline = [scores[name] for scores in random]
+    lines.append(f"{name} | {score:.4f} | {np.median(baseline):.4f} "
+                 f"({min(baseline):.4f}-{max(baseline):.4f})")
+  print("\n".join(lines))
+  if _JSON.value:
+    fileio.atomic_write(_JSON.value, json.dumps(
+        dict(model=_MODEL.value, step=_STEP.value, scores=model,
+             random={seed: scores for seed, scores in zip(_RANDOM_SEEDS.value, random)}),
+        indent=2))
+    logging.info("Wrote %s", _JSON.value)
+
+
+if __name__ == "__main__":
+  cli.run(main)

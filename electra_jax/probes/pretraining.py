@@ -1,0 +1,47 @@
+"""Probes during pre-training (config.probes): the discriminator as it is at chosen steps.
+
+Their scores go to metrics.jsonl and TensorBoard as split "probe" (TensorBoard
+tags `probe/<name>`), and the same probes of the same architecture with random
+weights once, at step 0, as split "probe_random".
+"""
+
+import ml_collections
+from absl import logging
+
+from electra_jax.convert.pretrained import Discriminator
+from electra_jax.data.any_tokenizer import AnyTokenizer
+from electra_jax.models import electra
+from electra_jax.probes import features, signals
+
+
+class PretrainingProbes:
+  """The probes of one run: data read once, scores of any step's parameters."""
+
+  def __init__(self, config: ml_collections.ConfigDict, tokenizer: AnyTokenizer):
+    p = config.probes
+    self._config, self._tokenizer, self._every = config, tokenizer, p.every
+    self._data = signals.load(p.glue_dir, p.conll_dir, p.max_examples, p.max_seq_length,
+                              config.train.seed) if p.every else None
+    if self._data and not any((self._data.stsb, self._data.sst2, self._data.conll)):
+      logging.warning("probes.every is %d but no probe has its data (probes.glue_dir %r, "
+                      "probes.conll_dir %r): training without probes", p.every, p.glue_dir,
+                      p.conll_dir)
+      self._data = None
+
+  def due(self, step: int) -> bool:
+    return bool(self._data) and (step % self._every == 0 or step == self._config.train.steps)
+
+  def discriminator(self, params: dict) -> Discriminator:
+    """The discriminator of the run's parameters (host arrays), as fine-tuning takes it."""
+    sharing = self._config.electra.embedding_sharing
+    return Discriminator(self._config.model, {
+        "embeddings": electra.discriminator_embeddings(params, sharing),
+        "discriminator": params["discriminator"]}, self._tokenizer)
+
+  def scores(self, params: dict) -> dict[str, float]:
+    return signals.run(self.discriminator(params), self._data)
+
+  def random_scores(self, params: dict) -> dict[str, float]:
+    """The same probes with the run's architecture at random weights (seed: train.seed)."""
+    return signals.run(features.random_discriminator(self.discriminator(params),
+                                                     self._config.train.seed), self._data)
