@@ -39,6 +39,7 @@ _MAX_EXAMPLES = flags.DEFINE_integer(
     lower_bound=10)
 _MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", 64, "Tokens per sentence.",
                                        lower_bound=8)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the training examples drawn for the heads.")
 _RANDOM_SEEDS = flags.DEFINE_list(
     "random_seeds", ["0", "1", "2"], "Seeds of the random-weight baselines (their median and "
     "range are printed).")
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> None:
   if not _MODEL.value:
     raise UserError("--model is required; see --help")
   data = signals.load(_GLUE_DIR.value, _CONLL_DIR.value, _MAX_EXAMPLES.value,
-                      _MAX_SEQ_LENGTH.value)
+                      _MAX_SEQ_LENGTH.value, _SEED.value)
   discriminator = pretrained.load_discriminator(_MODEL.value, _STEP.value)
   model = signals.run(discriminator, data)
   if not model:
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> None:
   print("\n".join(lines))
   if _JSON.value:
     fileio.atomic_write(_JSON.value, json.dumps(
-        dict(model=_MODEL.value, step=_STEP.value, scores=model,
+        dict(model=_MODEL.value, step=_STEP.value, seed=_SEED.value, scores=model,
              random={seed: scores for seed, scores in zip(_RANDOM_SEEDS.value, random)}),
         indent=2))
     logging.info("Wrote %s", _JSON.value)
