@@ -5,9 +5,12 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
+import fsspec
 import numpy as np
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One XLA compilation cache for the whole run, the CLIs' subprocesses included:
@@ -24,6 +27,16 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(name="bucket")
+def fixture_bucket():
+  """A fresh bucket of fsspec's in-memory file system, standing in for gs:// and s3://."""
+  url = f"memory://bucket-{uuid.uuid4().hex[:8]}"
+  yield url
+  fs = fsspec.filesystem("memory")
+  if fs.exists(url):
+    fs.rm(url, recursive=True)
 
 
 def load_config(name: str):

@@ -5,7 +5,6 @@ import gzip
 import json
 import os
 import shutil
-import uuid
 
 import fsspec
 import numpy as np
@@ -29,15 +28,6 @@ def upload(local_dir, url: str) -> None:
       relative = os.path.relpath(os.path.join(root, name), local_dir)
       with open(os.path.join(root, name), "rb") as src, fs.open(f"{url}/{relative}", "wb") as dst:
         shutil.copyfileobj(src, dst)
-
-
-@pytest.fixture(name="bucket")
-def fixture_bucket():
-  url = f"memory://bucket-{uuid.uuid4().hex[:8]}"
-  yield url
-  fs = fsspec.filesystem("memory")
-  if fs.exists(url):
-    fs.rm(url, recursive=True)
 
 
 def read_source(source: str):

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 
 import fsspec
 import pytest
@@ -26,15 +25,6 @@ from electra_jax.runtime.metric_writer import MetricWriter, last_logged
 
 STEPS = 20
 EVERY = 10
-
-
-@pytest.fixture(name="bucket")
-def fixture_bucket():
-  url = f"memory://bucket-{uuid.uuid4().hex[:8]}"
-  yield url
-  fs = fsspec.filesystem("memory")
-  if fs.exists(url):
-    fs.rm(url, recursive=True)
 
 
 def test_files_at_a_url_are_written_replaced_moved_and_removed(bucket):
