@@ -247,3 +247,17 @@ def test_checkpoint_settings_are_validated(field, value, allowed):
   config[section][name] = value
   with pytest.raises(ConfigError, match=f"'{field}' = .* must be {allowed}"):
     config_lib.validate(config)
+
+
+def test_orbax_info_lines_that_name_a_checkpoint_are_no_sign_of_damage():
+  """Orbax's INFO lines name the files it reads ("Read Metadata=... from <step>/..."): only
+  its warnings and errors, held while a checkpoint is read, may say a file is damaged."""
+  pathname = os.path.join(os.sep, "site-packages", "orbax", "checkpoint", "metadata.py")
+  record = lambda level, message: logging.LogRecord("absl", level, pathname, 1, message, None,
+                                                    None)
+  with checkpointing._QUIET_ORBAX.holding() as held:  # pylint: disable=protected-access
+    assert not checkpointing._QUIET_ORBAX.filter(  # pylint: disable=protected-access
+        record(logging.INFO, "Read Metadata={} from /run/checkpoints/10/_CHECKPOINT_METADATA"))
+    assert not checkpointing._QUIET_ORBAX.filter(  # pylint: disable=protected-access
+        record(logging.ERROR, "Failed to json parse Metadata file: /run/checkpoints/10/x"))
+  assert held == ["Failed to json parse Metadata file: /run/checkpoints/10/x"]

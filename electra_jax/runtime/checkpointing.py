@@ -90,7 +90,8 @@ class _QuietOrbax(python_logging.Filter):
     if f"{os.sep}orbax{os.sep}" not in record.pathname:
       return True
     if self.held is not None:
-      self.held.append(record.getMessage())
+      if record.levelno >= python_logging.WARNING:  # not its INFO lines, which name files too
+        self.held.append(record.getMessage())
       return False
     if record.exc_info and logging.get_verbosity() < logging.DEBUG:
       return False

@@ -5,7 +5,7 @@ A path that names a scheme goes through fsspec, the layer etils.epath (and so
 Orbax) uses for gs:// and s3:// without TensorFlow; a URL needs that scheme's
 driver (gcsfs, s3fs), named when missing. Object stores replace an object in
 one step, which is what `atomic_write` needs; they cannot append, so logs that
-grow (metrics_writer.py) are written whole. Exports and prepared data are local.
+grow (metric_writer.py) are written whole. Exports and prepared data are local.
 """
 
 import contextlib
