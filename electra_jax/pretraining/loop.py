@@ -279,8 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tokens_per_step = t.batch_size * config.data.max_seq_length
   writer = (metric_writer.MetricWriter(workdir, start_step, t.wandb_project, config.to_dict())
             if primary else _Discard())
-  probes = PretrainingProbes(config, data.tokenizer)
-  random_probed = start_step > 0  # the random-weight baseline is logged once, at step 0
+  probes = PretrainingProbes(config, data.tokenizer, start_step)
   eval_metrics, unchecked = {}, []
   # The step was compiled ahead of time: the first one is timed like the others.
   window, window_start = [], time.perf_counter()
@@ -304,24 +303,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           logging.info(format_progress(step, t.steps, train_metrics,
                                        (t.steps - step) * elapsed / len(window)))
           window, window_start = [], time.perf_counter()
+        aside = time.perf_counter()
         if step == t.steps or (t.eval_every and step % t.eval_every == 0):
           eval_metrics = evaluate(eval_step, state.params, eval_batches, t.seed,
                                   sharding.replicated(mesh))
           writer.write(step, "eval", eval_metrics)
           logging.info("eval at step %d: %s", step,
                        ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
-          window_start = time.perf_counter()  # evaluation time is not training time
         if probes.due(step):
-          params = sharding.to_host(state.params)  # every process takes part in gathering
-          if primary and not random_probed:
-            writer.write(0, "probe_random", probes.random_scores(params))
-            random_probed = True
-          if primary:
-            scores = probes.scores(params)
-            writer.write(step, "probe", scores)
-            logging.info("probes at step %d: %s", step,
-                         ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-          window_start = time.perf_counter()
+          probes.log(step, state.params, writer, primary)
+        window_start += time.perf_counter() - aside  # evaluation and probes are not training
         stopping = stop_signal.reached(step)
         if stopping or step == t.steps or checkpoints.should_save(step):
           check_finite(unchecked, t.on_nonfinite, checkpoints)

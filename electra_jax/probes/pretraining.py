@@ -5,6 +5,8 @@ tags `probe/<name>`), and the same probes of the same architecture with random
 weights once, at step 0, as split "probe_random".
 """
 
+from typing import Any
+
 import ml_collections
 from absl import logging
 
@@ -12,14 +14,17 @@ from electra_jax.convert.pretrained import Discriminator
 from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.models import electra
 from electra_jax.probes import features, signals
+from electra_jax.runtime import sharding
 
 
 class PretrainingProbes:
   """The probes of one run: data read once, scores of any step's parameters."""
 
-  def __init__(self, config: ml_collections.ConfigDict, tokenizer: AnyTokenizer):
+  def __init__(self, config: ml_collections.ConfigDict, tokenizer: AnyTokenizer,
+               start_step: int = 0):
     p = config.probes
     self._config, self._tokenizer, self._every = config, tokenizer, p.every
+    self._random_logged = start_step > 0  # once per run, by the run that starts at step 0
     self._data = signals.load(p.glue_dir, p.conll_dir, p.max_examples, p.max_seq_length,
                               config.train.seed) if p.every else None
     if self._data and not any((self._data.stsb, self._data.sst2, self._data.conll)):
@@ -30,6 +35,21 @@ class PretrainingProbes:
 
   def due(self, step: int) -> bool:
     return bool(self._data) and (step % self._every == 0 or step == self._config.train.steps)
+
+  def log(self, step: int, params: Any, writer: Any, primary: bool) -> None:
+    """The probes of the parameters of `step` to the metric writer (split "probe"), and the
+    first time the random baseline (split "probe_random", step 0); every process calls this,
+    process 0 probes."""
+    params = sharding.to_host(params)  # every process takes part in gathering them
+    if not primary:
+      return
+    if not self._random_logged:
+      writer.write(0, "probe_random", self.random_scores(params))
+      self._random_logged = True
+    scores = self.scores(params)
+    writer.write(step, "probe", scores)
+    logging.info("probes at step %d: %s", step,
+                 ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
 
   def discriminator(self, params: dict) -> Discriminator:
     """The discriminator of the run's parameters (host arrays), as fine-tuning takes it."""
