@@ -71,19 +71,26 @@ def test_every_probe_solves_a_task_that_the_words_answer(probe_data, tmp_path):
   data = signals.load(str(probe_data / "glue"), str(probe_data / "conll"), max_examples=150,
                       max_seq_length=16)
   scores = signals.run(features.random_discriminator(model, seed=0), data)
-  assert set(scores) == {"stsb_cosine_spearman", "stsb_ridge_spearman", "sst2_ridge_accuracy",
-                         "conll_ridge_f1"}
-  # Identical pairs have cosine 1, the others less: the ranks follow the scores.
-  assert scores["stsb_cosine_spearman"] > 0.8
-  assert scores["stsb_ridge_spearman"] > 0.8
+  assert set(scores) == {"sst2_ridge_accuracy", "conll_ridge_f1"}
   assert scores["sst2_ridge_accuracy"] > 0.9  # one sentiment word decides
   assert scores["conll_ridge_f1"] > 0.8  # "fox" and "lazy dog" are the entities
 
 
+def test_the_stsb_fine_tune_learns_which_pairs_are_the_same_sentence(probe_data, tmp_path):
+  model = pretrained.load_discriminator(helpers.export_model(tmp_path / "model"))
+  data = signals.load(str(probe_data / "glue"), "", max_examples=200, max_seq_length=16,
+                      stsb_finetune=True)
+  scores = signals.run(model, data)
+  # Identical pairs score 5, pairs without a shared word 0: a perfect ranking of two tied
+  # halves has Spearman sqrt(3)/2 = 0.87, a random one 0.
+  assert 0.6 < scores["stsb_finetune_spearman"] <= 0.87
+
+
 def test_a_probe_without_its_data_is_skipped(probe_data):
-  data = signals.load(str(probe_data / "glue"), "", max_examples=50)
-  assert data.stsb and data.sst2 and data.conll is None
-  assert signals.load("", "").stsb is None
+  data = signals.load(str(probe_data / "glue"), "", max_examples=50, stsb_finetune=True)
+  assert data.sst2 and data.conll is None and data.stsb_finetune == str(probe_data / "glue")
+  nothing = signals.load("", "", stsb_finetune=True)
+  assert nothing.sst2 is None and nothing.stsb_finetune == ""
 
 
 def cli(*flags: str, module="electra_jax.probe") -> subprocess.CompletedProcess:
@@ -98,7 +105,7 @@ def test_the_cli_prints_each_probe_beside_random_weights(probe_data, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.splitlines()[0] == "probe | model | random weights (median, min-max)"
   assert [line.split(" | ")[0] for line in result.stdout.splitlines()[2:]] == [
-      "stsb_cosine_spearman", "stsb_ridge_spearman", "sst2_ridge_accuracy"]
+      "sst2_ridge_accuracy"]
   saved = json.loads((tmp_path / "probes.json").read_text())
   assert set(saved["random"]) == {"0", "1"} and saved["scores"]["sst2_ridge_accuracy"] > 0.9
   nothing = cli(f"--model={model}")
@@ -122,5 +129,5 @@ def test_probes_during_pretraining_are_logged_with_the_step(probe_data, tmp_path
   lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   probed = [(m["split"], m["step"]) for m in lines if m["split"].startswith("probe")]
   assert probed == [("probe_random", 0), ("probe", 4), ("probe", 8)]
-  assert "probes at step 8: stsb_cosine_spearman" in result.stderr
+  assert "probes at step 8: sst2_ridge_accuracy" in result.stderr
   assert all(0 <= m["sst2_ridge_accuracy"] <= 1 for m in lines if m["split"] == "probe")

@@ -191,6 +191,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.probes.conll_dir = ""
   c.probes.max_examples = 1000  # training examples of each probe's head
   c.probes.max_seq_length = 64
+  # Also docs/results.md's short STS-B fine-tune (STS-B of glue_dir): the signal where
+  # the frozen probes see nothing, at tens of seconds per probe for tiny.
+  c.probes.stsb_finetune = False
 
   # The device mesh: how many devices along each axis. -1 takes the devices the
   # others leave (at most one -1); the product must equal the device count.

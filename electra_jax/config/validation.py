@@ -109,6 +109,7 @@ RULES: dict[str, Rule] = {
     "probes.conll_dir": (lambda v: isinstance(v, str), "a CoNLL-2003 folder, or empty"),
     "probes.max_examples": POSITIVE_INT,
     "probes.max_seq_length": POSITIVE_INT,
+    "probes.stsb_finetune": (lambda v: isinstance(v, bool), "True or False"),
     "mesh.data": MESH_SIZE,
     "mesh.fsdp": MESH_SIZE,
     "mesh.tensor": MESH_SIZE,

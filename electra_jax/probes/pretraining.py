@@ -26,8 +26,8 @@ class PretrainingProbes:
     self._config, self._tokenizer, self._every = config, tokenizer, p.every
     self._random_logged = start_step > 0  # once per run, by the run that starts at step 0
     self._data = signals.load(p.glue_dir, p.conll_dir, p.max_examples, p.max_seq_length,
-                              config.train.seed) if p.every else None
-    if self._data and not any((self._data.stsb, self._data.sst2, self._data.conll)):
+                              config.train.seed, p.stsb_finetune) if p.every else None
+    if self._data and not any((self._data.sst2, self._data.conll, self._data.stsb_finetune)):
       logging.warning("probes.every is %d but no probe has its data (probes.glue_dir %r, "
                       "probes.conll_dir %r): training without probes", p.every, p.glue_dir,
                       p.conll_dir)

@@ -1,17 +1,24 @@
 """The probes: each task's data read once, then any encoder scored on it in seconds.
 
-  stsb_cosine_spearman   zero-shot: Spearman of the cosine of the two sentences' mean vectors
-  stsb_ridge_spearman    a ridge regression on [|u - v|, u * v] trained on STS-B train
   sst2_ridge_accuracy    a ridge classifier on the mean vector, trained on SST-2 train
   conll_ridge_f1         a ridge classifier on each word's first token, conlleval's entity F1
+  stsb_finetune_spearman (with `stsb_finetune`) the fixed-recipe STS-B fine-tune of
+                         docs/results.md: the whole encoder trained on STS-B's sample
+                         for the task's epochs, Spearman on dev; tens of seconds, not seconds
 
 Each task trains its head on at most `max_examples` training examples (drawn
 once with the seed, the same for every encoder) and scores the whole dev set.
 A task whose files are not there is skipped, with one line saying so.
+
+These are the signals that separate a pre-trained encoder from random weights
+beyond the seeds' spread (docs/probes.md); STS-B's frozen probes (the cosine of
+mean vectors, a ridge on [|u - v|, u * v]) did not, and were dropped for the
+fine-tune.
 """
 
 import dataclasses
 import os
+import tempfile
 
 import numpy as np
 from absl import logging
@@ -19,20 +26,20 @@ from absl import logging
 from electra_jax import metrics
 from electra_jax.convert.pretrained import Discriminator
 from electra_jax.errors import DataError
-from electra_jax.finetune import conll, encoding, glue
+from electra_jax.finetune import config as finetune_config
+from electra_jax.finetune import conll, encoding, glue, trainer
 from electra_jax.probes import features, ridge
-
-TASKS = ("stsb", "sst2", "conll")
-
 
 @dataclasses.dataclass(frozen=True)
 class ProbeData:
-  """The probes' texts: GLUE examples of STS-B and SST-2, CoNLL sentences (None where absent)."""
+  """The probes' texts: GLUE examples of SST-2, CoNLL sentences (None where absent)."""
 
-  stsb: tuple[glue.Examples, glue.Examples] | None
   sst2: tuple[glue.Examples, glue.Examples] | None
   conll: tuple[list[conll.Sentence], list[conll.Sentence]] | None
   max_seq_length: int
+  stsb_finetune: str = ""  # the GLUE root, where the STS-B fine-tune is wanted
+  max_examples: int = 2000
+  seed: int = 0
 
 
 def _sample(count: int, limit: int, seed: int) -> np.ndarray:
@@ -67,31 +74,23 @@ def _conll_splits(conll_dir: str, limit: int, seed: int):
 
 
 def load(glue_dir: str, conll_dir: str, max_examples: int = 2000, max_seq_length: int = 64,
-         seed: int = 0) -> ProbeData:
+         seed: int = 0, stsb_finetune: bool = False) -> ProbeData:
   """The probes' data from the GLUE root and the CoNLL folder; what is absent is skipped."""
-  return ProbeData(_glue_splits(glue_dir, "stsb", max_examples, seed),
-                   _glue_splits(glue_dir, "sst2", max_examples, seed),
-                   _conll_splits(conll_dir, max_examples, seed), max_seq_length)
+  stsb = stsb_finetune and _glue_splits(glue_dir, "stsb", max_examples, seed) is not None
+  return ProbeData(_glue_splits(glue_dir, "sst2", max_examples, seed),
+                   _conll_splits(conll_dir, max_examples, seed), max_seq_length,
+                   glue_dir if stsb else "", max_examples, seed)
 
 
 def run(discriminator: Discriminator, data: ProbeData) -> dict[str, float]:
-  """Every probe whose data is there, on the frozen `discriminator`."""
+  """Every probe whose data is there: the ridge heads on the frozen `discriminator`, and the
+  STS-B fine-tune of a copy of it."""
   encode = features.encoder(discriminator)
   tokenizer, length = discriminator.tokenizer, data.max_seq_length
   vectors = lambda texts, name: features.mean_pooled(
       encode(rows := encoding.encode_texts(tokenizer, texts, None, length, name)),
       rows["input_ids"])
   scores = {}
-  if data.stsb:
-    (train_u, train_v), (dev_u, dev_v) = ((vectors(split.first, "stsb"),
-                                           vectors(split.second, "stsb")) for split in data.stsb)
-    cosine = (dev_u * dev_v).sum(1) / np.linalg.norm(dev_u, axis=1) / np.linalg.norm(dev_v, axis=1)
-    scores["stsb_cosine_spearman"] = metrics.spearman(cosine, data.stsb[1].targets)
-    pair = lambda u, v: np.concatenate([np.abs(u - v), u * v], axis=1)
-    head = ridge.fit(pair(train_u, train_v), data.stsb[0].targets,
-                     lambda predicted, y: metrics.spearman(predicted[:, 0], y[:, 0]))
-    scores["stsb_ridge_spearman"] = metrics.spearman(head.predict(pair(dev_u, dev_v))[:, 0],
-                                                     data.stsb[1].targets)
   if data.sst2:
     train, dev = data.sst2
     one_hot = np.eye(2)[train.targets.astype(int)]
@@ -100,7 +99,20 @@ def run(discriminator: Discriminator, data: ProbeData) -> dict[str, float]:
         head.predict(vectors(dev.first, "sst2")).argmax(1), dev.targets)
   if data.conll:
     scores["conll_ridge_f1"] = _conll_probe(encode, tokenizer, *data.conll, length)
+  if data.stsb_finetune:
+    scores["stsb_finetune_spearman"] = _stsb_finetune(discriminator, data)
   return scores
+
+
+def _stsb_finetune(discriminator: Discriminator, data: ProbeData) -> float:
+  """docs/results.md's recipe: STS-B's training sample, the task's epochs, Spearman on dev."""
+  config = finetune_config.default_config("stsb")
+  config.update(init="(the encoder probed)", data_dir=data.stsb_finetune,
+                max_seq_length=data.max_seq_length)
+  config.train.update(max_examples=data.max_examples, seed=data.seed)
+  finetune_config.validate(config)
+  with tempfile.TemporaryDirectory(prefix="electra_jax_stsb_probe_") as workdir:
+    return trainer.finetune(config, workdir, discriminator=discriminator)["score"]
 
 
 def _accuracy(predicted: np.ndarray, one_hot: np.ndarray) -> float:
