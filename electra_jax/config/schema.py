@@ -189,7 +189,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.probes.every = 0
   c.probes.glue_dir = ""
   c.probes.conll_dir = ""
-  c.probes.max_examples = 1000  # training examples of each probe's head
+  c.probes.max_examples = 2000  # training examples of each probe's head (as validated)
   c.probes.max_seq_length = 64
   # Also docs/results.md's short STS-B fine-tune (STS-B of glue_dir): the signal where
   # the frozen probes see nothing, at tens of seconds per probe for tiny.

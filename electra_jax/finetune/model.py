@@ -41,28 +41,25 @@ class FineTuningModel(nn.Module):
   kind: str  # tasks.CLASSIFICATION, REGRESSION, TAGGING or SPAN
   num_outputs: int
 
-  def setup(self):
-    self.embeddings = SharedEmbeddings(self.vocab_size, self.embedding_size,
-                                       self.max_position_embeddings, self.type_vocab_size,
-                                       self.settings)
-    self.discriminator = Encoder(self.sizes, self.settings)
-    self.dropout = nn.Dropout(self.settings.dropout_rate)
-    self.head = self.settings.dense(self.num_outputs, "head", ("hidden", None))
-
-  def hidden_states(self, input_ids: jax.Array, token_type_ids: jax.Array,
-                    deterministic: bool = True) -> jax.Array:
-    """The pre-trained encoder's last hidden states [batch, length, hidden] (no head: a
-    frozen-encoder probe applies this with the pre-trained subtrees alone)."""
-    embedded = self.embeddings(input_ids, token_type_ids, deterministic)
-    return self.discriminator(embedded, input_ids != PAD_ID, deterministic)
-
+  @nn.compact
   def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array,
-               deterministic: bool = True) -> jax.Array:
-    hidden = self.hidden_states(input_ids, token_type_ids, deterministic)
+               deterministic: bool = True, encoder_only: bool = False) -> jax.Array:
+    """The head's outputs; with `encoder_only`, the pre-trained encoder's last hidden states
+    [batch, length, hidden] instead (a frozen-encoder probe's features: no head is made, so
+    the pre-trained subtrees alone apply)."""
+    embedded = SharedEmbeddings(self.vocab_size, self.embedding_size,
+                                self.max_position_embeddings, self.type_vocab_size,
+                                self.settings, name="embeddings")(input_ids, token_type_ids,
+                                                                  deterministic)
+    hidden = Encoder(self.sizes, self.settings, name="discriminator")(
+        embedded, input_ids != PAD_ID, deterministic)
+    if encoder_only:
+      return hidden
     if self.kind in (tasks.CLASSIFICATION, tasks.REGRESSION):
       hidden = hidden[:, 0]  # [CLS]
-    hidden = self.dropout(hidden, deterministic=deterministic)
-    return self.head(hidden).astype(jnp.float32)
+    hidden = nn.Dropout(self.settings.dropout_rate)(hidden, deterministic=deterministic)
+    return self.settings.dense(self.num_outputs, "head", ("hidden", None))(hidden).astype(
+        jnp.float32)
 
 
 def build_model(model_config: ml_collections.ConfigDict, kind: str, num_outputs: int,

@@ -23,7 +23,7 @@ def encoder(discriminator: Discriminator) -> Encode:
   model = finetune_model.build_model(discriminator.model, tasks.TAGGING, 1)
   params = {name: discriminator.params[name] for name in finetune_model.PRETRAINED}
   states = jax.jit(lambda p, batch: model.apply(
-      {"params": p}, batch["input_ids"], batch["token_type_ids"], method="hidden_states"))
+      {"params": p}, batch["input_ids"], batch["token_type_ids"], encoder_only=True))
   return lambda rows: np.asarray(steps.predict_in_batches(
       lambda batch: states(params, batch), rows, BATCH_SIZE), np.float32)
 
