@@ -98,6 +98,7 @@ def cli(*flags: str, module="electra_jax.probe") -> subprocess.CompletedProcess:
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # ~25 s; the in-process probes and the pre-training run below cover the rest
 def test_the_cli_prints_each_probe_beside_random_weights(probe_data, tmp_path):
   model = helpers.export_model(tmp_path / "model")
   result = cli(f"--model={model}", f"--glue_dir={probe_data / 'glue'}", "--max_seq_length=16",
