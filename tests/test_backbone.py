@@ -23,6 +23,7 @@ from electra_jax.convert.run_export import export_run
 from electra_jax.cpu import SCOPE
 from electra_jax.errors import UserError
 from electra_jax.finetune import model as finetune_model
+from electra_jax.finetune import optimizer as finetune_optimizer
 from electra_jax.finetune import tasks
 from electra_jax.models import electra
 from electra_jax.models.encoder import EncoderSizes, ModelSettings, TransformerLayer, rotary
@@ -162,6 +163,12 @@ def test_a_modern_backbone_exports_for_flax_fine_tuning(tmp_path):
   for name in finetune_model.PRETRAINED:  # the pre-trained subtrees drop in as they are
     assert (jax.tree_util.tree_map(np.shape, fresh[name]) ==
             jax.tree_util.tree_map(np.shape, discriminator.params[name]))
+  # Layer-wise decay places every parameter, the final LayerNorm with the last layer.
+  scales = flax.traverse_util.flatten_dict(finetune_optimizer.layer_scales(
+      fresh, discriminator.model.num_layers, 0.8))
+  assert scales[("discriminator", "final_layer_norm", "scale")] == scales[
+      ("discriminator", f"layer_{discriminator.model.num_layers - 1}", "output_layer_norm",
+       "scale")] == 1.0
   merged = {**fresh, **{name: discriminator.params[name] for name in finetune_model.PRETRAINED}}
   ids = np.full((2, 16), 7, np.int32)
   ids[:, 0] = 2

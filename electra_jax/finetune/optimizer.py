@@ -20,9 +20,13 @@ from electra_jax.pretraining import optim
 
 
 def layer_depth(path: tuple[str, ...], num_layers: int) -> int:
-  """0 for the embeddings, i + 1 for the discriminator's layer_i, num_layers + 1 for the head."""
+  """0 for the embeddings, i + 1 for the discriminator's layer_i (and a pre-LayerNorm
+  encoder's final LayerNorm, on the last layer's output: num_layers), num_layers + 1 for the
+  head."""
   if path[0] == "embeddings" or path[:2] == ("discriminator", "embeddings_project"):
     return 0
+  if path[:2] == ("discriminator", "final_layer_norm"):
+    return num_layers
   if path[0] == "discriminator":
     layer = re.fullmatch(r"layer_(\d+)", path[1])
     if layer is None:
