@@ -96,15 +96,13 @@ def _as_exported(config: ml_collections.ConfigDict, params: dict, networks: Sequ
   sharing = config.electra.embedding_sharing
   if sharing == "shared" or "discriminator" not in networks:
     return config, params
-  own = electra.discriminator_embeddings(params, sharing)
   config = config.copy_and_resolve_references()
   if list(networks) == ["discriminator"]:
-    params = {name: value for name, value in params.items()
-              if name != electra.DISCRIMINATOR_EMBEDDINGS}
-    params["embeddings"] = own
+    params = electra.discriminator_alone(params, sharing)
     config.electra.embedding_sharing = "shared"
   else:
-    params = {**params, electra.DISCRIMINATOR_EMBEDDINGS: own}
+    params = {**params, electra.DISCRIMINATOR_EMBEDDINGS: electra.discriminator_embeddings(
+        params, sharing)}
     config.electra.embedding_sharing = "none"
   return config, params
 

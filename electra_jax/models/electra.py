@@ -280,6 +280,14 @@ def discriminator_embeddings(params: Mapping, sharing: str) -> dict:
   return {**shared, "word_embeddings": {"embedding": word + residual}}
 
 
+def discriminator_alone(params: Mapping, sharing: str) -> dict:
+  """`params` as a discriminator alone holds them: its one set of embeddings (above) as
+  `embeddings`, no `discriminator_embeddings`; the generator's entries, if any, untouched."""
+  alone = {name: value for name, value in params.items() if name != DISCRIMINATOR_EMBEDDINGS}
+  alone["embeddings"] = discriminator_embeddings(params, sharing)
+  return alone
+
+
 def embeddings_from_networks(generator: Mapping, discriminator: Mapping, sharing: str) -> dict:
   """The embedding entries of our tree from each network's own set (an imported pair): the
   inverse of `discriminator_embeddings`. Under "shared" the discriminator's set is kept; under

@@ -12,6 +12,7 @@ from absl import logging
 
 from electra_jax.convert.pretrained import Discriminator
 from electra_jax.data.any_tokenizer import AnyTokenizer
+from electra_jax.finetune.model import PRETRAINED
 from electra_jax.models import electra
 from electra_jax.probes import features, signals
 from electra_jax.runtime import sharding
@@ -53,10 +54,9 @@ class PretrainingProbes:
 
   def discriminator(self, params: dict) -> Discriminator:
     """The discriminator of the run's parameters (host arrays), as fine-tuning takes it."""
-    sharing = self._config.electra.embedding_sharing
-    return Discriminator(self._config.model, {
-        "embeddings": electra.discriminator_embeddings(params, sharing),
-        "discriminator": params["discriminator"]}, self._tokenizer)
+    alone = electra.discriminator_alone(params, self._config.electra.embedding_sharing)
+    return Discriminator(self._config.model, {name: alone[name] for name in PRETRAINED},
+                         self._tokenizer)
 
   def scores(self, params: dict) -> dict[str, float]:
     return signals.run(self.discriminator(params), self._data)

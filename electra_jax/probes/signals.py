@@ -46,12 +46,20 @@ def _sample(count: int, limit: int, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).permutation(count)[:limit])
 
 
-def _glue_splits(glue_dir: str, task: str, limit: int, seed: int):
+def _glue_paths(glue_dir: str, task: str) -> list[str] | None:
+  """The task's train.tsv and dev.tsv in the GLUE root (None, said in one line, if absent)."""
   folder = glue.FORMATS[task].folder
   paths = [os.path.join(glue_dir, folder, f"{split}.tsv") for split in ("train", "dev")]
   if not glue_dir or not all(os.path.exists(path) for path in paths):
     logging.info("Probe %s skipped: no %s/train.tsv and dev.tsv in --glue_dir %r", task, folder,
                  glue_dir)
+    return None
+  return paths
+
+
+def _glue_splits(glue_dir: str, task: str, limit: int, seed: int):
+  paths = _glue_paths(glue_dir, task)
+  if paths is None:
     return None
   train, dev = (glue.read_tsv(path, task) for path in paths)
   keep = _sample(len(train.first), limit, seed)
@@ -76,7 +84,8 @@ def _conll_splits(conll_dir: str, limit: int, seed: int):
 def load(glue_dir: str, conll_dir: str, max_examples: int = 2000, max_seq_length: int = 64,
          seed: int = 0, stsb_finetune: bool = False) -> ProbeData:
   """The probes' data from the GLUE root and the CoNLL folder; what is absent is skipped."""
-  stsb = stsb_finetune and _glue_splits(glue_dir, "stsb", max_examples, seed) is not None
+  # The fine-tune reads STS-B itself, through the fine-tuning trainer.
+  stsb = stsb_finetune and _glue_paths(glue_dir, "stsb") is not None
   return ProbeData(_glue_splits(glue_dir, "sst2", max_examples, seed),
                    _conll_splits(conll_dir, max_examples, seed), max_seq_length,
                    glue_dir if stsb else "", max_examples, seed)

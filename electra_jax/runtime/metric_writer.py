@@ -28,11 +28,13 @@ class MetricWriter:
     # Imported here: tensorboardX pulls in protobuf, which the library needs only here.
     from tensorboardX import SummaryWriter
     self._path = os.path.join(workdir, METRICS_FILE)
-    self._lines = []
+    kept = []
     if fileio.exists(self._path):
       with fileio.open_text(self._path) as f:
-        self._lines = [line.rstrip("\n") + "\n" for line in f if _logged_step(line) <= start_step]
-      fileio.atomic_write(self._path, "".join(self._lines))
+        kept = [line.rstrip("\n") + "\n" for line in f if _logged_step(line) <= start_step]
+      fileio.atomic_write(self._path, "".join(kept))
+    # A local file is appended to; a URL's lines are kept here to rewrite it whole.
+    self._lines = kept if fileio.is_url(workdir) else None
     self._jsonl = None if fileio.is_url(workdir) else open(self._path, "a", encoding="utf-8")
     if fileio.is_url(workdir):
       _write_tensorboard_through_fsspec(workdir.split("://", 1)[0])
