@@ -13,7 +13,7 @@ LIBRARIES = ("electra_jax.pretraining.loop", "electra_jax.finetune.trainer",
              "electra_jax.convert.run_export", "electra_jax.data.dataset",
              "electra_jax.data.shard_writer", "electra_jax.performance.timing",
              "electra_jax.performance.compile_report", "electra_jax.experiments.comparison",
-             "electra_jax.experiments.electra_vs_mlm")
+             "electra_jax.experiments.electra_vs_mlm", "electra_jax.probes.curves")
 MOST_LINES = 420  # "about 400"
 
 
