@@ -223,17 +223,13 @@ def test_squad2_span_extraction_learns_answers_and_no_answers(tmp_path):
   assert sorted(answers) == sorted(f"q{i}" for i in range(24))
 
 
-def test_downstream_runner_tabulates_inits_and_seeds_and_skips_finished_runs(tmp_path,
-                                                                              monkeypatch):
-  """The runner's bookkeeping, with fine-tuning replaced by a stand-in that scores each run."""
-  calls = []
+def _fine_tune_as(monkeypatch, score, train_seconds=lambda config: 1.0):
+  """Fine-tuning replaced by a stand-in that gives each run `score(config)` and writes its
+  results.json as the trainer does; models are not loaded."""
 
   def fake_finetune(config, workdir, discriminator):
-    calls.append((config.task, config.init, config.random_init, config.train.seed,
-                  config.max_seq_length, config.train.batch_size, config.train.epochs))
-    score = 0.5 + 0.1 * config.train.seed + (0 if config.random_init else 0.3)
-    results = dict(task=config.task, seed=config.train.seed, score_name="accuracy", score=score,
-                   train_seconds=10.0 + config.train.seed)
+    results = dict(task=config.task, seed=config.train.seed, score_name="accuracy",
+                   score=score(config), train_seconds=train_seconds(config))
     os.makedirs(workdir)
     with open(os.path.join(workdir, workdir_files.RESULTS_FILE), "w", encoding="utf-8") as f:
       json.dump(results, f)
@@ -241,6 +237,19 @@ def test_downstream_runner_tabulates_inits_and_seeds_and_skips_finished_runs(tmp
 
   monkeypatch.setattr(trainer, "finetune", fake_finetune)
   monkeypatch.setattr(pretrained, "load_discriminator", lambda path: path)
+
+
+def test_downstream_runner_tabulates_inits_and_seeds_and_skips_finished_runs(tmp_path,
+                                                                              monkeypatch):
+  """The runner's bookkeeping, with fine-tuning replaced by a stand-in that scores each run."""
+  calls = []
+
+  def score(config):
+    calls.append((config.task, config.init, config.random_init, config.train.seed,
+                  config.max_seq_length, config.train.batch_size, config.train.epochs))
+    return 0.5 + 0.1 * config.train.seed + (0 if config.random_init else 0.3)
+
+  _fine_tune_as(monkeypatch, score, train_seconds=lambda config: 10.0 + config.train.seed)
   inits = comparison.parse_inits(["runs/a/electra", "random", "random:runs/b", "runs/c/electra"])
   assert [(i.label, i.path, i.random) for i in inits] == [
       ("electra-0", "runs/a/electra", False), ("random", "runs/a/electra", True),
@@ -281,22 +290,16 @@ def test_downstream_runner_picks_each_models_learning_rate_by_its_median_dev_sco
   seeds is best, which need not be the rate of the single best run."""
   rates = []
 
-  def fake_finetune(config, workdir, discriminator):
-    rate, seed = config.optim.learning_rate, config.train.seed
-    rates.append(rate)
-    # At 1e-3 the pre-trained model has one lucky seed (0.95) but a lower median than at 3e-4;
-    # the random one is better at 1e-3 on every seed.
-    table = {False: {3e-4: [0.80, 0.81, 0.79], 1e-3: [0.95, 0.60, 0.61]},
-             True: {3e-4: [0.50, 0.52, 0.51], 1e-3: [0.55, 0.56, 0.57]}}
-    results = dict(task=config.task, seed=seed, score_name="accuracy",
-                   score=table[config.random_init][rate][seed], train_seconds=1.0)
-    os.makedirs(workdir)
-    with open(os.path.join(workdir, workdir_files.RESULTS_FILE), "w", encoding="utf-8") as f:
-      json.dump(results, f)
-    return results
+  # At 1e-3 the pre-trained model has one lucky seed (0.95) but a lower median than at 3e-4;
+  # the random one is better at 1e-3 on every seed.
+  table = {False: {3e-4: [0.80, 0.81, 0.79], 1e-3: [0.95, 0.60, 0.61]},
+           True: {3e-4: [0.50, 0.52, 0.51], 1e-3: [0.55, 0.56, 0.57]}}
 
-  monkeypatch.setattr(trainer, "finetune", fake_finetune)
-  monkeypatch.setattr(pretrained, "load_discriminator", lambda path: path)
+  def score(config):
+    rates.append(config.optim.learning_rate)
+    return table[config.random_init][config.optim.learning_rate][config.train.seed]
+
+  _fine_tune_as(monkeypatch, score)
   inits = comparison.parse_inits(["runs/electra", "random"])
   dirs = dict(glue="glue", conll=None, squad=None)
   out = tmp_path / "out"
