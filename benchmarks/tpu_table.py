@@ -8,8 +8,9 @@ lengths 128 and 512, in bfloat16, on v5e-8, v4-8, v5p-8 and v6e-8, one
 process per row, --jobs at a time, keeping each row's JSON in --out (a row
 whose JSON is there is not compiled again). Then, for large at 2048 x 512,
 it looks for the smallest slice of each generation where the step fits with
-its parameters and optimizer state sharded over every chip (mesh.fsdp),
-skipping the slices that a refused compile's own figures rule out.
+its parameters and optimizer state sharded over every chip (mesh.fsdp):
+upwards, skipping the slices that a refused compile's figures rule out, then
+down from the first fit while the slice below is not clearly too small.
 Prints the markdown tables of docs/tpu.md, with the command of each row.
 """
 
@@ -18,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 from absl import app, flags
 
@@ -123,32 +125,59 @@ def main(argv: list[str]) -> None:
     return
   print("\nlarge at 2048 x 512, parameters and optimizer state sharded over every chip:")
   with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
-    for generation, report in zip(LARGER_SLICES, pool.map(smallest_fitting_slice,
-                                                          LARGER_SLICES.values())):
+    for generation, report in zip(LARGER_SLICES, pool.map(
+        lambda slices: smallest_fitting_slice(slices, _fsdp_report), LARGER_SLICES.values())):
       missing = ("not compiled yet (--cached_only)" if _CACHED_ONLY.value else
                  f"no {generation} slice up to {LARGER_SLICES[generation][-1]}")
       print("| large " + row(report) if report else f"| large | {missing} |")
 
 
-def smallest_fitting_slice(slices: tuple[str, ...]) -> dict | None:
-  """The report of large at 2048 x 512, all fsdp, on the first of `slices` where it fits.
+def smallest_fitting_slice(slices: tuple[str, ...],
+                           report_of: Callable[[str], dict | None]) -> dict | None:
+  """The report (`report_of(topology)`: compiled, or None if not) of large at 2048 x 512, all
+  fsdp, on the first of `slices` where it fits.
 
-  A slice whose step the compiler refused says how much memory it needed; the
-  slices too small by that measure (activations shrink with the chips) are skipped.
+  Going up, a slice whose step the compiler refused says how much memory it needed,
+  and the slices too small by that measure (activations shrink with the chips) are
+  skipped. That measure is only a guide: the temporaries grow faster than the batch
+  per chip (large's need 1.2 GiB a sequence at 256 per chip on a v6e, 0.9 at 32), so
+  it can skip a slice that fits. Hence, going down from the first fit, the slice
+  below is compiled too unless the fit's own figures rule it out: its temporaries
+  times the chips it has over the smaller slice's, above RULED_OUT times the HBM.
   """
-  needed_chips = 0
-  for topology in slices:
+  needed_chips, best = 0, None
+  for index, topology in enumerate(slices):
     if tpu.parse_topology(topology).num_chips < needed_chips:
       continue
-    report = run(command("large", 512, topology, *FSDP),
-                 os.path.join(_OUT.value, f"large-fsdp-{topology}.json"))
-    if report is None:
-      continue
-    if report["fits"]:
-      return report
-    if report["train"]["needed_bytes"]:
+    report = report_of(topology)
+    if report and report["fits"]:
+      best, below = report, slices[:index]
+      break
+    if report and report["train"]["needed_bytes"]:
       needed_chips = report["chips"] * report["train"]["needed_bytes"] / report["chip"]["hbm_bytes"]
-  return None
+  if best is None:
+    return None
+  for topology in reversed(below):
+    chips = tpu.parse_topology(topology).num_chips
+    scaled = best["train"]["memory"]["temporaries"] * best["chips"] / chips
+    if scaled > RULED_OUT * best["chip"]["hbm_bytes"]:
+      break
+    report = report_of(topology)
+    if not (report and report["fits"]):
+      break
+    best = report
+  return best
+
+
+# Below a fitting slice, one whose share of the fit's temporaries exceeds this many times its
+# HBM is not compiled: temporaries per chip at least double when the chips halve, less the
+# buffers that do not shrink (a layer's gathered weights), far under half the HBM here.
+RULED_OUT = 1.5
+
+
+def _fsdp_report(topology: str) -> dict | None:
+  return run(command("large", 512, topology, *FSDP),
+             os.path.join(_OUT.value, f"large-fsdp-{topology}.json"))
 
 
 if __name__ == "__main__":
