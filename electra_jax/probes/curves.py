@@ -55,7 +55,7 @@ def read_run(workdir: str) -> dict:
 
 def markdown(runs: dict[str, dict]) -> str:
   """Each run's last probe beside its random-weight scores."""
-  signals = list(dict.fromkeys(name for run in runs.values() for name in run["probes"]))
+  signals = _signals(runs)
   lines = ["| run | step | pre-training FLOPs | " + " | ".join(
       f"`{name}` (random)" for name in signals) + " | probe examples, length |",
            "|---|---|---|" + "---|" * len(signals) + "---|"]
@@ -81,7 +81,7 @@ def plot(runs: dict[str, dict], path: str) -> None:
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise UserError("the plot needs matplotlib: pip install 'electra_jax[experiments]'") from None
-  signals = list(dict.fromkeys(name for run in runs.values() for name in run["probes"]))
+  signals = _signals(runs)
   models = list(dict.fromkeys(model_name(workdir) for workdir in runs))
   colors = dict(zip(models, plt.rcParams["axes.prop_cycle"].by_key()["color"] * len(models)))
   figure, axes = plt.subplots(1, len(signals), figsize=(5 * len(signals), 3.8), squeeze=False)
@@ -107,3 +107,8 @@ def plot(runs: dict[str, dict], path: str) -> None:
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
+
+
+def _signals(runs: dict[str, dict]) -> list[str]:
+  """Every signal any run probed, in the order they first appear."""
+  return list(dict.fromkeys(name for run in runs.values() for name in run["probes"]))

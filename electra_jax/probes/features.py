@@ -23,7 +23,7 @@ def encoder(discriminator: Discriminator) -> Encode:
 
   The fine-tuning model's encoder without a head, run BATCH_SIZE rows at a time.
   """
-  _, states = _encoder_of(discriminator.model.to_json_best_effort(sort_keys=True))
+  _, states = _encoder_of_model(discriminator)
   params = {name: discriminator.params[name] for name in finetune_model.PRETRAINED}
   return lambda rows: np.asarray(steps.predict_in_batches(
       lambda batch: states(params, batch), rows, BATCH_SIZE), np.float32)
@@ -31,12 +31,17 @@ def encoder(discriminator: Discriminator) -> Encode:
 
 def random_discriminator(discriminator: Discriminator, seed: int) -> Discriminator:
   """The same architecture and tokenizer with freshly initialized weights: the baseline."""
-  model, _ = _encoder_of(discriminator.model.to_json_best_effort(sort_keys=True))
+  model, _ = _encoder_of_model(discriminator)
   fresh = jax.device_get(nn.unbox(finetune_model.init_partitioned_params(
       model, jax.random.PRNGKey(seed), 8)))
   return Discriminator(discriminator.model, {name: fresh[name] for name in
                                              finetune_model.PRETRAINED},
                        discriminator.tokenizer)
+
+
+def _encoder_of_model(discriminator: Discriminator) -> tuple[finetune_model.FineTuningModel,
+                                                             Callable]:
+  return _encoder_of(discriminator.model.to_json_best_effort(sort_keys=True))
 
 
 @functools.lru_cache(maxsize=4)
