@@ -58,10 +58,11 @@ def main(argv: list[str]) -> None:
   data = signals.load(_GLUE_DIR.value, _CONLL_DIR.value, _MAX_EXAMPLES.value,
                       _MAX_SEQ_LENGTH.value, _SEED.value, _STSB_FINETUNE.value)
   discriminator = pretrained.load_discriminator(_MODEL.value, _STEP.value)
-  model = signals.run(discriminator, data)
+  rows = signals.tokenize(data, discriminator.tokenizer)
+  model = signals.run(discriminator, rows)
   if not model:
     raise UserError("no probe has its data: give --glue_dir (with SST-2/) or --conll_dir")
-  random = [signals.run(features.random_discriminator(discriminator, int(seed)), data)
+  random = [signals.run(features.random_discriminator(discriminator, int(seed)), rows)
             for seed in _RANDOM_SEEDS.value]
   lines = ["probe | model | random weights (median, min-max)", "---|---|---"]
   for name, score in model.items():

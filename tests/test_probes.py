@@ -70,7 +70,8 @@ def test_every_probe_solves_a_task_that_the_words_answer(probe_data, tmp_path):
   model = pretrained.load_discriminator(helpers.export_model(tmp_path / "model"))
   data = signals.load(str(probe_data / "glue"), str(probe_data / "conll"), max_examples=150,
                       max_seq_length=16)
-  scores = signals.run(features.random_discriminator(model, seed=0), data)
+  scores = signals.run(features.random_discriminator(model, seed=0),
+                       signals.tokenize(data, model.tokenizer))
   assert set(scores) == {"sst2_ridge_accuracy", "conll_ridge_f1"}
   assert scores["sst2_ridge_accuracy"] > 0.9  # one sentiment word decides
   assert scores["conll_ridge_f1"] > 0.8  # "fox" and "lazy dog" are the entities
@@ -80,7 +81,7 @@ def test_the_stsb_fine_tune_learns_which_pairs_are_the_same_sentence(probe_data,
   model = pretrained.load_discriminator(helpers.export_model(tmp_path / "model"))
   data = signals.load(str(probe_data / "glue"), "", max_examples=200, max_seq_length=16,
                       stsb_finetune=True)
-  scores = signals.run(model, data)
+  scores = signals.run(model, signals.tokenize(data, model.tokenizer))
   # Identical pairs score 5, pairs without a shared word 0: a perfect ranking of two tied
   # halves has Spearman sqrt(3)/2 = 0.87, a random one 0.
   assert 0.6 < scores["stsb_finetune_spearman"] <= 0.87

@@ -19,23 +19,24 @@ from electra_jax.runtime import sharding
 
 
 class PretrainingProbes:
-  """The probes of one run: data read once, scores of any step's parameters."""
+  """The probes of one run: data read and tokenized once, scores of any step's parameters."""
 
   def __init__(self, config: ml_collections.ConfigDict, tokenizer: AnyTokenizer,
                start_step: int = 0):
     p = config.probes
     self._config, self._tokenizer, self._every = config, tokenizer, p.every
     self._random_logged = start_step > 0  # once per run, by the run that starts at step 0
-    self._data = signals.load(p.glue_dir, p.conll_dir, p.max_examples, p.max_seq_length,
-                              config.train.seed, p.stsb_finetune) if p.every else None
-    if self._data and not any((self._data.sst2, self._data.conll, self._data.stsb_finetune)):
+    data = signals.load(p.glue_dir, p.conll_dir, p.max_examples, p.max_seq_length,
+                        config.train.seed, p.stsb_finetune) if p.every else None
+    if data and not any((data.sst2, data.conll, data.stsb_finetune)):
       logging.warning("probes.every is %d but no probe has its data (probes.glue_dir %r, "
                       "probes.conll_dir %r): training without probes", p.every, p.glue_dir,
                       p.conll_dir)
-      self._data = None
+      data = None
+    self._rows = signals.tokenize(data, tokenizer) if data else None
 
   def due(self, step: int) -> bool:
-    return bool(self._data) and (step % self._every == 0 or step == self._config.train.steps)
+    return bool(self._rows) and (step % self._every == 0 or step == self._config.train.steps)
 
   def log(self, step: int, params: Any, writer: Any, primary: bool) -> None:
     """The probes of the parameters of `step` to the metric writer (split "probe"), and the
@@ -59,9 +60,9 @@ class PretrainingProbes:
                          self._tokenizer)
 
   def scores(self, params: dict) -> dict[str, float]:
-    return signals.run(self.discriminator(params), self._data)
+    return signals.run(self.discriminator(params), self._rows)
 
   def random_scores(self, params: dict) -> dict[str, float]:
     """The same probes with the run's architecture at random weights (seed: train.seed)."""
     return signals.run(features.random_discriminator(self.discriminator(params),
-                                                     self._config.train.seed), self._data)
+                                                     self._config.train.seed), self._rows)

@@ -1,4 +1,4 @@
-"""The probes: each task's data read once, then any encoder scored on it in seconds.
+"""The probes: each task's data read and tokenized once, then any encoder scored on it in seconds.
 
   sst2_ridge_accuracy    a ridge classifier on the mean vector, trained on SST-2 train
   conll_ridge_f1         a ridge classifier on each word's first token, conlleval's entity F1
@@ -25,6 +25,7 @@ from absl import logging
 
 from electra_jax import metrics
 from electra_jax.convert.pretrained import Discriminator
+from electra_jax.data.any_tokenizer import AnyTokenizer
 from electra_jax.errors import DataError
 from electra_jax.finetune import config as finetune_config
 from electra_jax.finetune import conll, encoding, glue, trainer
@@ -91,23 +92,44 @@ def load(glue_dir: str, conll_dir: str, max_examples: int = 2000, max_seq_length
                    glue_dir if stsb else "", max_examples, seed)
 
 
-def run(discriminator: Discriminator, data: ProbeData) -> dict[str, float]:
-  """Every probe whose data is there: the ridge heads on the frozen `discriminator`, and the
-  STS-B fine-tune of a copy of it."""
-  encode = features.encoder(discriminator)
-  tokenizer, length = discriminator.tokenizer, data.max_seq_length
-  vectors = lambda texts, name: features.mean_pooled(
-      encode(rows := encoding.encode_texts(tokenizer, texts, None, length, name)),
-      rows["input_ids"])
-  scores = {}
+@dataclasses.dataclass(frozen=True)
+class ProbeRows:
+  """The probe data as one tokenizer's rows: a run probes its steps and its random baseline
+  with the same tokenizer, so it tokenizes once."""
+
+  data: ProbeData
+  sst2: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None  # train, dev rows
+  conll: tuple[list[str], conll.Rows, conll.Rows] | None  # tag names, train, dev rows
+
+
+def tokenize(data: ProbeData, tokenizer: AnyTokenizer) -> ProbeRows:
+  """`data`'s SST-2 sentences and CoNLL sentences as `tokenizer`'s rows."""
+  length = data.max_seq_length
+  sst2 = conll_rows = None
   if data.sst2:
-    train, dev = data.sst2
-    one_hot = np.eye(2)[train.targets.astype(int)]
-    head = ridge.fit(vectors(train.first, "sst2"), one_hot, _accuracy)
-    scores["sst2_ridge_accuracy"] = metrics.accuracy(
-        head.predict(vectors(dev.first, "sst2")).argmax(1), dev.targets)
+    sst2 = tuple(encoding.encode_texts(tokenizer, split.first, None, length, "sst2")
+                 for split in data.sst2)
   if data.conll:
-    scores["conll_ridge_f1"] = _conll_probe(encode, tokenizer, *data.conll, length)
+    tag_names = conll.training_tags(data.conll[0])
+    tag_ids = {tag: i for i, tag in enumerate(tag_names)}
+    conll_rows = (tag_names, *(conll.encode(sentences, tokenizer, tag_ids, length)
+                               for sentences in data.conll))
+  return ProbeRows(data, sst2, conll_rows)
+
+
+def run(discriminator: Discriminator, rows: ProbeRows) -> dict[str, float]:
+  """Every probe whose data is there: the ridge heads on the frozen `discriminator`, and the
+  STS-B fine-tune of a copy of it. `rows` come from the discriminator's tokenizer."""
+  encode = features.encoder(discriminator)
+  data, scores = rows.data, {}
+  if rows.sst2:
+    vectors = [features.mean_pooled(encode(split), split["input_ids"]) for split in rows.sst2]
+    train, dev = data.sst2
+    head = ridge.fit(vectors[0], np.eye(2)[train.targets.astype(int)], _accuracy)
+    scores["sst2_ridge_accuracy"] = metrics.accuracy(head.predict(vectors[1]).argmax(1),
+                                                     dev.targets)
+  if rows.conll:
+    scores["conll_ridge_f1"] = _conll_probe(encode, data.conll[1], *rows.conll)
   if data.stsb_finetune:
     scores["stsb_finetune_spearman"] = _stsb_finetune(discriminator, data)
   return scores
@@ -134,13 +156,9 @@ def _balanced_accuracy(predicted: np.ndarray, one_hot: np.ndarray) -> float:
   return float(np.mean([np.mean(guess[gold == c] == c) for c in np.unique(gold)]))
 
 
-def _conll_probe(encode: features.Encode, tokenizer, train: list[conll.Sentence],
-                 dev: list[conll.Sentence], length: int) -> float:
+def _conll_probe(encode: features.Encode, dev: list[conll.Sentence], tag_names: list[str],
+                 train_rows: conll.Rows, dev_rows: conll.Rows) -> float:
   """A ridge classifier on each word's first token; conlleval's entity F1 on dev."""
-  tag_names = conll.training_tags(train)
-  tag_ids = {tag: i for i, tag in enumerate(tag_names)}
-  train_rows, dev_rows = (conll.encode(sentences, tokenizer, tag_ids, length)
-                          for sentences in (train, dev))
   inputs = lambda rows: {k: v for k, v in rows.features.items() if k != "targets"}
   states = encode(inputs(train_rows))
   tagged = train_rows.features["targets"] != conll.IGNORED
