@@ -145,6 +145,9 @@ def train_losses(metrics: bytes) -> dict[int, float]:
   return {m["step"]: m["loss"] for m in lines if m["split"] == "train"}
 
 
+# Slow (over a minute: two training runs, an export and a fine-tune); the memory:// tests
+# above keep each storage call in the default suite.
+@pytest.mark.slow
 def test_a_run_at_a_gs_url_trains_continues_and_exports_as_the_same_run_on_disk(gcs):
   local = gcs["tmp"] / "local"
   remote = "gs://bucket/run"
